@@ -1,0 +1,168 @@
+import { z } from 'zod';
+
+// Every limit has a safe default; every field can be omitted from YAML.
+
+const port = z.number().int().min(0).max(65535);
+const positiveMs = z.number().int().positive();
+
+const httpUrl = z
+  .string()
+  .refine((value) => {
+    try {
+      const url = new URL(value);
+      return (url.protocol === 'http:' || url.protocol === 'https:') && !url.search && !url.hash && !url.username;
+    } catch {
+      return false;
+    }
+  }, 'must be an http:// or https:// URL such as http://127.0.0.1:7001 or http://10.0.0.5:80/base (no query, fragment or credentials)');
+
+export const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export const nameSchema = z
+  .string()
+  .regex(NAME_PATTERN, 'must be a DNS label: lowercase letters, digits and "-", 1-63 characters, not starting or ending with "-"');
+
+export const healthCheckSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    path: z.string().startsWith('/').default('/'),
+    intervalMs: positiveMs.default(5000),
+    timeoutMs: positiveMs.default(2000),
+    healthyThreshold: z.number().int().min(1).max(100).default(1),
+    unhealthyThreshold: z.number().int().min(1).max(100).default(2),
+  })
+  .strict();
+
+export const agentSchema = z
+  .object({
+    name: nameSchema,
+    endpoints: z.array(httpUrl).min(1).max(256),
+    tags: z.array(z.string().min(1).max(64)).max(64).default([]),
+    healthCheck: healthCheckSchema.partial().strict().optional(),
+  })
+  .strict();
+
+export const tenantSchema = z
+  .object({
+    name: nameSchema,
+    agents: z.array(agentSchema).max(10000).default([]),
+  })
+  .strict();
+
+const tlsListenerSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    host: z.string().min(1).default('0.0.0.0'),
+    port: port.default(8443),
+    /** PEM files; when absent a development CA and server certificate are generated in the state dir. */
+    certFile: z.string().optional(),
+    keyFile: z.string().optional(),
+    mtls: z
+      .object({
+        enabled: z.boolean().default(false),
+        /** PEM bundle of CAs that client certificates must chain to; defaults to the development CA. */
+        caFile: z.string().optional(),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .refine((value) => Boolean(value.certFile) === Boolean(value.keyFile), {
+    message: 'certFile and keyFile must be given together',
+  });
+
+const plainListenerSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    host: z.string().min(1).default('127.0.0.1'),
+    port: port.default(8080),
+  })
+  .strict();
+
+const adminListenerSchema = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: port.default(9400),
+  })
+  .strict();
+
+export const limitsSchema = z
+  .object({
+    maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
+    maxBodyBytes: z.number().int().min(0).default(1024 * 1024 * 1024),
+    maxConcurrentRequests: z.number().int().min(1).default(10000),
+    maxConnectionsPerEndpoint: z.number().int().min(1).max(10000).default(256),
+  })
+  .strict();
+
+export const timeoutsSchema = z
+  .object({
+    connectMs: positiveMs.default(5000),
+    firstByteMs: positiveMs.default(60000),
+    idleMs: positiveMs.default(120000),
+    totalMs: positiveMs.default(600000),
+    shutdownDrainMs: positiveMs.default(15000),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    stateDir: z.string().optional(),
+    /** Host-form addressing: <agent>.<tenant>.<domain> */
+    domain: z.string().min(1).default('dmsc.localhost'),
+    listeners: z
+      .object({
+        tls: tlsListenerSchema.prefault({}),
+        plain: plainListenerSchema.prefault({}),
+        admin: adminListenerSchema.prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    limits: limitsSchema.prefault({}),
+    timeouts: timeoutsSchema.prefault({}),
+    healthCheck: healthCheckSchema.prefault({}),
+    cards: z
+      .object({
+        refreshIntervalMs: positiveMs.default(300000),
+        fetchTimeoutMs: positiveMs.default(5000),
+        maxBytes: z.number().int().min(1024).default(1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
+    logging: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** One JSON line per request; off by default like Envoy and Istio. */
+        access: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    tenants: z.array(tenantSchema).default([]),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    const seenTenants = new Set<string>();
+    config.tenants.forEach((tenant, ti) => {
+      if (seenTenants.has(tenant.name)) {
+        ctx.addIssue({ code: 'custom', path: ['tenants', ti, 'name'], message: `duplicate tenant "${tenant.name}"` });
+      }
+      seenTenants.add(tenant.name);
+      const seenAgents = new Set<string>();
+      tenant.agents.forEach((agent, ai) => {
+        if (seenAgents.has(agent.name)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['tenants', ti, 'agents', ai, 'name'],
+            message: `duplicate agent "${agent.name}" in tenant "${tenant.name}"`,
+          });
+        }
+        seenAgents.add(agent.name);
+      });
+    });
+  });
+
+export type GatewayConfig = z.infer<typeof configSchema>;
+export type TenantConfig = z.infer<typeof tenantSchema>;
+export type AgentConfig = z.infer<typeof agentSchema>;
+export type HealthCheckConfig = z.infer<typeof healthCheckSchema>;
+export type LimitsConfig = z.infer<typeof limitsSchema>;
+export type TimeoutsConfig = z.infer<typeof timeoutsSchema>;

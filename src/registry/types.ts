@@ -1,0 +1,100 @@
+import type { AgentCardRecord, AgentRecord, HealthCheckOverride, TenantRecord } from '../store/types.js';
+
+/** One replica of an agent. Mutable runtime state lives here; the data plane reads it per request. */
+export interface EndpointState {
+  /** Normalised endpoint URL: origin + base path, no trailing slash. */
+  readonly url: string;
+  readonly origin: string; // e.g. http://127.0.0.1:7001
+  readonly basePath: string; // '' or '/base' (no trailing slash)
+  readonly tls: boolean;
+  healthy: boolean;
+  /** Requests currently forwarded to this endpoint. */
+  inflight: number;
+  consecutiveFailures: number;
+  consecutiveSuccesses: number;
+  lastCheckedAt?: string;
+  lastError?: string;
+}
+
+/** What the data plane needs to know about an agent; replaced (not mutated) when the agent changes. */
+export interface AgentRuntime {
+  readonly tenant: string;
+  readonly name: string;
+  /** `${tenant}/${name}` */
+  readonly key: string;
+  readonly endpoints: readonly EndpointState[];
+  readonly tags: readonly string[];
+  /** Last fetched Agent Card, if the agent serves one. */
+  readonly card?: AgentCardRecord;
+  /** Agent-relative paths of the card's JSON-RPC interfaces (e.g. '/a2a/jsonrpc'), for A2A-shaped errors. */
+  readonly jsonRpcPaths: ReadonlySet<string>;
+  /** Round-robin cursor, owned by the balancer. */
+  rrCursor: number;
+}
+
+/** The narrow read interface the data plane uses. */
+export interface RegistryView {
+  findAgent(tenant: string, agent: string): AgentRuntime | undefined;
+  hasTenant(tenant: string): boolean;
+  /** Passive health: a connect error, reset or timeout talking to this endpoint. */
+  reportFailure(endpoint: EndpointState, reason: string): void;
+  /** Passive health: the endpoint answered. Cheap; called on every response. */
+  reportSuccess(endpoint: EndpointState): void;
+}
+
+export interface AgentSpec {
+  endpoints: string[];
+  tags?: string[];
+  healthCheck?: HealthCheckOverride;
+}
+
+export interface EndpointStatus {
+  url: string;
+  healthy: boolean;
+  inflight: number;
+  consecutiveFailures: number;
+  lastCheckedAt?: string;
+  lastError?: string;
+}
+
+export interface SkillSummary {
+  id: string;
+  name: string;
+  description?: string;
+  tags: string[];
+  examples?: string[];
+}
+
+/** An agent as the Admin API shows it. */
+export interface AgentView extends AgentRecord {
+  endpointStatus: EndpointStatus[];
+  card?: { sourceUrl: string; fetchedAt: string; name?: string; skills: SkillSummary[] };
+}
+
+export type RegistryErrorCode = 'not_found' | 'conflict' | 'managed_by_config' | 'invalid';
+
+export class RegistryError extends Error {
+  constructor(
+    readonly code: RegistryErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RegistryError';
+  }
+}
+
+/** The control-plane surface the Admin API and CLI use. Writes persist before they return. */
+export interface RegistryAdmin {
+  listTenants(): TenantRecord[];
+  getTenant(name: string): TenantRecord | undefined;
+  createTenant(name: string): Promise<TenantRecord>; // conflict if exists
+  deleteTenant(name: string): Promise<void>; // not_found; managed_by_config
+  listAgents(tenant: string): AgentView[]; // not_found if tenant absent
+  getAgent(tenant: string, agent: string): AgentView | undefined;
+  createAgent(tenant: string, name: string, spec: AgentSpec): Promise<AgentView>; // conflict, not_found (tenant), invalid
+  /** Replace (PUT semantics); creates when absent. Returns [view, created]. */
+  putAgent(tenant: string, name: string, spec: AgentSpec): Promise<[AgentView, boolean]>;
+  deleteAgent(tenant: string, agent: string): Promise<void>;
+  /** Fetch the agent's card now (also done on registration and on a schedule). */
+  refreshCard(tenant: string, agent: string): Promise<AgentView>;
+}
