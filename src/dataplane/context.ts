@@ -1,0 +1,71 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { AgentRuntime, EndpointState } from '../registry/types.js';
+import { nextTraceparent, requestIdFrom } from './ids.js';
+
+export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
+export type DownstreamResponse = ServerResponse | Http2ServerResponse;
+
+export interface ListenerInfo {
+  readonly name: string; // 'tls' | 'plain' | ...
+  readonly scheme: 'http' | 'https';
+}
+
+/** How the caller named its target. */
+export interface TargetAddress {
+  readonly tenant: string;
+  readonly agent: string;
+  /** Path and query to send to the agent, relative to the endpoint's base path; always starts with '/'. */
+  readonly rest: string;
+  /** The gateway URL that stands for this agent, as the caller sees it (for Agent Card rewriting). */
+  readonly baseUrl: string;
+}
+
+/** Per-request state, shared by the stages. A class so every request has the same shape (fast property access). */
+export class RequestContext {
+  readonly startedAt = performance.now();
+  readonly id: string;
+  readonly traceparent: string;
+  readonly http2: boolean;
+  /** gRPC over HTTP/2: errors become grpc-status trailers-only responses. */
+  readonly grpc: boolean;
+  target: TargetAddress | undefined = undefined;
+  agent: AgentRuntime | undefined = undefined;
+  endpoint: EndpointState | undefined = undefined;
+  /** Endpoints already tried (failover excludes them). */
+  tried: EndpointState[] | undefined = undefined;
+  /** Set when the gateway, not the caller, picked the agent (capability/intent routing). */
+  routedByGateway = false;
+  /** Whether errors should be JSON-RPC shaped (an A2A JSON-RPC call). */
+  jsonRpc = false;
+  status = 0;
+  errorCode: string | undefined = undefined;
+  /** Aborts the in-flight upstream exchange, if any. */
+  abortUpstream: ((reason: Error) => void) | undefined = undefined;
+  /** Stages that counted this request in a limit set this, so their finish hook can release it. */
+  admitted = false;
+  finished = false;
+
+  constructor(
+    readonly req: DownstreamRequest,
+    readonly res: DownstreamResponse,
+    readonly listener: ListenerInfo,
+  ) {
+    const headers = req.headers;
+    this.id = requestIdFrom(headers['x-dmsc-request-id']);
+    this.traceparent = nextTraceparent(headers.traceparent);
+    this.http2 = req.httpVersionMajor === 2;
+    const contentType = headers['content-type'];
+    this.grpc = this.http2 && typeof contentType === 'string' && contentType.startsWith('application/grpc');
+  }
+
+  /** The Host (HTTP/1.1) or :authority (HTTP/2) the caller used. */
+  get authority(): string {
+    const headers = this.req.headers;
+    return (headers.host ?? (headers[':authority'] as string | undefined) ?? '').toLowerCase();
+  }
+
+  elapsedSeconds(): number {
+    return (performance.now() - this.startedAt) / 1000;
+  }
+}

@@ -1,0 +1,365 @@
+import http2, { type ClientHttp2Session, type Http2ServerRequest, type IncomingHttpHeaders } from 'node:http2';
+import { Transform, type Readable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { Pool, type Dispatcher } from 'undici';
+import type { DataplaneTelemetry, UpstreamErrorKind } from '../admin/telemetry.js';
+import type { LimitsConfig, TimeoutsConfig } from '../config/schema.js';
+import type { EndpointState, RegistryView } from '../registry/types.js';
+import type { RequestContext } from './context.js';
+import { GatewayError, errors } from './errors.js';
+import { downstreamFromHttp2, downstreamResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { sendError } from './respond.js';
+
+export interface ForwarderOptions {
+  registry: RegistryView;
+  telemetry: DataplaneTelemetry;
+  logger: Logger;
+  limits: () => LimitsConfig;
+  timeouts: () => TimeoutsConfig;
+  /** Picks the next endpoint of ctx.agent, skipping ctx.tried; undefined when none is healthy. */
+  pickEndpoint: (ctx: RequestContext) => EndpointState | undefined;
+  /** True while the gateway drains for shutdown (HTTP/1.1 responses then close their connection). */
+  isDraining: () => boolean;
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+const MAX_ATTEMPTS = 3;
+
+/** Errors that mean the request never reached the agent's application. */
+const NOT_DELIVERED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND', 'UND_ERR_CONNECT_TIMEOUT']);
+/** Errors where the agent may have seen the request: retry only if replaying is harmless. */
+const CONNECTION_LOST = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+
+class UpstreamTimeout extends Error {
+  constructor(readonly what: string) {
+    super(`upstream ${what} timeout`);
+  }
+}
+
+function errorCode(err: unknown): string {
+  const e = err as { code?: string; cause?: { code?: string } };
+  return e?.cause?.code ?? e?.code ?? '';
+}
+
+function classify(err: unknown): UpstreamErrorKind {
+  const code = errorCode(err);
+  if (err instanceof UpstreamTimeout || code.endsWith('TIMEOUT')) return 'timeout';
+  if (NOT_DELIVERED.has(code)) return 'connect';
+  if (CONNECTION_LOST.has(code)) return 'reset';
+  if (code.startsWith('ERR_HTTP2') || code === 'HPE_INVALID_CONSTANT' || code.startsWith('UND_ERR_RES')) return 'protocol';
+  return 'other';
+}
+
+/**
+ * Sends a request to one of the agent's endpoints and relays the answer, streaming both bodies with
+ * backpressure. HTTP/1.1 upstreams go through pooled keep-alive undici connections; gRPC goes over
+ * HTTP/2 (h2c or h2) with its trailers.
+ */
+export class Forwarder {
+  private readonly pools = new Map<string, Pool>();
+  private readonly sessions = new Map<string, ClientHttp2Session>();
+  private readonly opts: ForwarderOptions;
+
+  constructor(opts: ForwarderOptions) {
+    this.opts = opts;
+  }
+
+  forward(ctx: RequestContext): void {
+    const endpoint = ctx.endpoint!;
+    const timeouts = this.opts.timeouts();
+    if (!ctx.tried) this.armTotalTimeout(ctx, timeouts.totalMs);
+    endpoint.inflight++;
+    if (ctx.grpc) this.forwardHttp2(ctx, endpoint, timeouts);
+    else this.forwardHttp1(ctx, endpoint, timeouts);
+  }
+
+  private armTotalTimeout(ctx: RequestContext, totalMs: number): void {
+    const timer = setTimeout(() => ctx.abortUpstream?.(new UpstreamTimeout('total')), totalMs);
+    ctx.res.once('close', () => clearTimeout(timer));
+  }
+
+  private body(ctx: RequestContext): Readable | null {
+    const req = ctx.req;
+    const length = req.headers['content-length'];
+    if (length !== undefined) {
+      // Node's parser enforces the declared length; the limit stage has already compared it.
+      return length === '0' ? null : req;
+    }
+    const hasBody = ctx.http2
+      ? !(req as Http2ServerRequest).stream.endAfterHeaders
+      : req.headers['transfer-encoding'] !== undefined;
+    if (!hasBody) return null;
+    return req.pipe(byteLimit(this.opts.limits().maxBodyBytes));
+  }
+
+  private forwardHttp1(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig): void {
+    const pool = this.poolFor(endpoint, timeouts);
+    const options: Dispatcher.DispatchOptions = {
+      origin: endpoint.origin,
+      path: endpoint.basePath + ctx.target!.rest,
+      method: ctx.req.method as Dispatcher.HttpMethod,
+      headers: upstreamRequestHeaders(ctx, false),
+      body: this.body(ctx),
+      headersTimeout: timeouts.firstByteMs,
+      bodyTimeout: timeouts.idleMs,
+    };
+    pool.dispatch(options, new Http1Relay(ctx, endpoint, this));
+  }
+
+  private forwardHttp2(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig): void {
+    let session: ClientHttp2Session;
+    try {
+      session = this.sessionFor(endpoint, timeouts);
+    } catch (err) {
+      this.failed(ctx, endpoint, err);
+      return;
+    }
+    const flat = upstreamRequestHeaders(ctx, true);
+    const headers: Record<string, string> = {
+      ':method': ctx.req.method ?? 'POST',
+      ':path': endpoint.basePath + ctx.target!.rest,
+      ':scheme': endpoint.tls ? 'https' : 'http',
+      ':authority': new URL(endpoint.origin).host,
+    };
+    for (let i = 0; i < flat.length; i += 2) headers[flat[i]!] = flat[i + 1]!;
+    const stream = session.request(headers);
+    let responded = false;
+    let settled = false;
+    const settle = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      if (err === undefined) {
+        endpoint.inflight--;
+        ctx.res.end();
+      } else if (responded) {
+        endpoint.inflight--;
+        ctx.res.destroy(err as Error);
+      } else {
+        this.failed(ctx, endpoint, err);
+      }
+    };
+    ctx.abortUpstream = (reason) => {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      settle(reason);
+    };
+    stream.setTimeout(timeouts.firstByteMs, () => {
+      if (!responded) ctx.abortUpstream!(new UpstreamTimeout('first byte'));
+    });
+    stream.on('response', (upstreamHeaders: IncomingHttpHeaders) => {
+      responded = true;
+      stream.setTimeout(timeouts.idleMs, () => ctx.abortUpstream!(new UpstreamTimeout('idle')));
+      this.opts.registry.reportSuccess(endpoint);
+      const status = Number(upstreamHeaders[':status']);
+      ctx.status = status;
+      ctx.res.writeHead(status, downstreamFromHttp2(ctx, upstreamHeaders) as unknown as Record<string, string>);
+    });
+    stream.on('trailers', (trailers: IncomingHttpHeaders) => {
+      const clean: Record<string, string | string[]> = {};
+      for (const name in trailers) {
+        const value = trailers[name];
+        if (value !== undefined && name.charCodeAt(0) !== 58) clean[name] = value;
+      }
+      ctx.res.addTrailers(clean);
+    });
+    stream.on('data', (chunk: Buffer) => {
+      if (!(ctx.res as ServerResponse).write(chunk)) {
+        stream.pause();
+        ctx.res.once('drain', () => stream.resume());
+      }
+    });
+    stream.on('end', () => settle(responded ? undefined : new Error('upstream closed the stream without a response')));
+    stream.on('error', (err) => settle(err));
+    stream.on('close', () => settle(new Error(`upstream stream closed (code ${stream.rstCode})`)));
+    const body = this.body(ctx);
+    if (body) body.pipe(stream);
+    else stream.end();
+  }
+
+  /** Called once per failed attempt that produced no response: retry elsewhere when safe, else answer. */
+  failed(ctx: RequestContext, endpoint: EndpointState, err: unknown): void {
+    endpoint.inflight--;
+    if (ctx.finished) return;
+    const agentKey = ctx.agent!.key;
+    if (err instanceof GatewayError) {
+      sendError(ctx, err);
+      return;
+    }
+    const kind = classify(err);
+    this.opts.telemetry.upstreamError(ctx.agent!.tenant, ctx.agent!.name, kind);
+    if (kind === 'connect' || kind === 'reset' || kind === 'timeout') {
+      this.opts.registry.reportFailure(endpoint, `${kind}: ${errorCode(err) || (err as Error).message}`);
+    }
+    if (!ctx.res.headersSent && this.canRetry(ctx, kind, err)) {
+      (ctx.tried ??= []).push(endpoint);
+      const next = this.opts.pickEndpoint(ctx);
+      if (next) {
+        this.opts.logger.debug({ requestId: ctx.id, from: endpoint.url, to: next.url, reason: kind }, 'retrying on another endpoint');
+        ctx.endpoint = next;
+        this.forward(ctx);
+        return;
+      }
+    }
+    if (ctx.res.headersSent) {
+      ctx.res.destroy(err as Error);
+      return;
+    }
+    const detail = errorCode(err) || (err as Error).message;
+    if (err instanceof UpstreamTimeout) sendError(ctx, errors.upstreamTimeout(agentKey, err.what));
+    else if (kind === 'timeout') sendError(ctx, errors.upstreamTimeout(agentKey, detail));
+    else sendError(ctx, errors.upstreamUnavailable(agentKey, detail));
+  }
+
+  private canRetry(ctx: RequestContext, kind: UpstreamErrorKind, err: unknown): boolean {
+    if (err instanceof UpstreamTimeout) return false;
+    if ((ctx.tried?.length ?? 0) + 1 >= MAX_ATTEMPTS) return false;
+    // A body that was (partly) sent cannot be replayed: the stream is consumed.
+    const req = ctx.req as Readable & { readableDidRead?: boolean };
+    const bodyUntouched = !req.readableDidRead;
+    if (kind === 'connect') return bodyUntouched;
+    if (kind === 'reset') return bodyUntouched && IDEMPOTENT.has(ctx.req.method ?? '');
+    return false;
+  }
+
+  private poolFor(endpoint: EndpointState, timeouts: TimeoutsConfig): Pool {
+    let pool = this.pools.get(endpoint.origin);
+    if (!pool) {
+      pool = new Pool(endpoint.origin, {
+        connections: this.opts.limits().maxConnectionsPerEndpoint,
+        pipelining: 1,
+        connectTimeout: timeouts.connectMs,
+        keepAliveTimeout: 30_000,
+        keepAliveMaxTimeout: 600_000,
+      });
+      this.pools.set(endpoint.origin, pool);
+    }
+    return pool;
+  }
+
+  private sessionFor(endpoint: EndpointState, timeouts: TimeoutsConfig): ClientHttp2Session {
+    const existing = this.sessions.get(endpoint.origin);
+    if (existing && !existing.closed && !existing.destroyed) return existing;
+    const session = http2.connect(endpoint.origin);
+    const forget = () => {
+      if (this.sessions.get(endpoint.origin) === session) this.sessions.delete(endpoint.origin);
+    };
+    session.on('close', forget);
+    session.on('goaway', forget);
+    session.on('error', (err) => {
+      forget();
+      this.opts.logger.debug({ err, endpoint: endpoint.url }, 'upstream HTTP/2 session error');
+    });
+    session.setTimeout(Math.max(timeouts.idleMs, 30_000), () => session.close());
+    session.unref();
+    this.sessions.set(endpoint.origin, session);
+    return session;
+  }
+
+  /** Forgets connections to endpoints that are no longer registered. */
+  prune(liveOrigins: Set<string>): void {
+    for (const [origin, pool] of this.pools) {
+      if (!liveOrigins.has(origin)) {
+        this.pools.delete(origin);
+        void pool.close();
+      }
+    }
+    for (const [origin, session] of this.sessions) {
+      if (!liveOrigins.has(origin)) {
+        this.sessions.delete(origin);
+        session.close();
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    for (const session of this.sessions.values()) session.destroy();
+    this.sessions.clear();
+    await Promise.all(pools.map((pool) => pool.destroy()));
+  }
+
+  succeeded(endpoint: EndpointState): void {
+    this.opts.registry.reportSuccess(endpoint);
+  }
+
+  get draining(): boolean {
+    return this.opts.isDraining();
+  }
+}
+
+/** undici's dispatch handler that writes the upstream response straight to the caller. */
+class Http1Relay implements Dispatcher.DispatchHandler {
+  private resume: (() => void) | undefined;
+  private responded = false;
+  private settled = false;
+
+  constructor(
+    private readonly ctx: RequestContext,
+    private readonly endpoint: EndpointState,
+    private readonly forwarder: Forwarder,
+  ) {}
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.ctx.abortUpstream = (reason) => {
+      abort(reason);
+    };
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // 1xx: the listener answers Expect itself
+    const ctx = this.ctx;
+    this.responded = true;
+    this.resume = resume;
+    ctx.status = statusCode;
+    const headers = downstreamResponseHeaders(ctx, rawHeaders);
+    if (!ctx.http2 && this.forwarder.draining) headers.push('connection', 'close');
+    ctx.res.writeHead(statusCode, headers as unknown as Record<string, string>);
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    const res = this.ctx.res as ServerResponse;
+    if (res.write(chunk)) return true;
+    res.once('drain', this.resume!);
+    return false;
+  }
+
+  onComplete(rawTrailers: string[] | null): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.endpoint.inflight--;
+    // Success is recorded once the exchange completed, so a half-answered request never counts as healthy.
+    this.forwarder.succeeded(this.endpoint);
+    const res = this.ctx.res;
+    if (rawTrailers && rawTrailers.length > 0) {
+      const trailers: Record<string, string> = {};
+      for (let i = 0; i < rawTrailers.length; i += 2) trailers[String(rawTrailers[i]).toLowerCase()] = String(rawTrailers[i + 1]);
+      res.addTrailers(trailers);
+    }
+    res.end();
+  }
+
+  onError(err: Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.responded) {
+      this.endpoint.inflight--;
+      this.ctx.res.destroy(err);
+      return;
+    }
+    this.forwarder.failed(this.ctx, this.endpoint, err);
+  }
+}
+
+/** Counts body bytes of requests without a declared length and fails the stream past the limit. */
+function byteLimit(limit: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      if (seen > limit) callback(errors.bodyTooLarge(limit));
+      else callback(null, chunk);
+    },
+  });
+}

@@ -1,0 +1,135 @@
+import type { Logger } from 'pino';
+import type { DataplaneTelemetry } from '../admin/telemetry.js';
+import type { GatewayConfig } from '../config/schema.js';
+import type { RegistryView } from '../registry/types.js';
+import { pickRoundRobin } from '../routing/balancer.js';
+import { Forwarder } from './forwarder.js';
+import { startPlainListener, startTlsListener, type ListenerHandle } from './listeners.js';
+import { Pipeline } from './pipeline.js';
+import { accessLogStage, agentCardStage, balanceStage, forwardStage, limitStage, routeStage } from './stages.js';
+
+export { GatewayError, errors } from './errors.js';
+export type { RequestContext, ListenerInfo } from './context.js';
+export { STOP, type Stage } from './pipeline.js';
+export type { ListenerHandle } from './listeners.js';
+
+export interface DataplaneOptions {
+  /** Read on every request, so a reload takes effect at once. */
+  config: () => GatewayConfig;
+  registry: RegistryView;
+  refreshCard: (tenant: string, agent: string) => Promise<unknown>;
+  telemetry: DataplaneTelemetry;
+  logger: Logger;
+  tls?: {
+    cert: string;
+    key: string;
+    clientCa?: string;
+    certificateFor?: (serverName: string) => Promise<{ cert: string; key: string } | undefined>;
+  };
+}
+
+export interface Dataplane {
+  readonly listeners: ListenerHandle[];
+  readonly pipeline: Pipeline;
+  readonly forwarder: Forwarder;
+  /** Requests currently inside the pipeline. */
+  inflight(): number;
+  /** Stops accepting, lets in-flight requests finish until the deadline, then cuts what is left. */
+  shutdown(deadlineMs: number): Promise<{ drained: boolean }>;
+}
+
+export async function startDataplane(options: DataplaneOptions): Promise<Dataplane> {
+  const { config, registry, telemetry, logger } = options;
+  let draining = false;
+  const forwarder = new Forwarder({
+    registry,
+    telemetry,
+    logger,
+    limits: () => config().limits,
+    timeouts: () => config().timeouts,
+    pickEndpoint: (ctx) => pickRoundRobin(ctx.agent!, ctx.tried),
+    isDraining: () => draining,
+  });
+  const limits = limitStage(() => config().limits);
+  // authenticate/authorize stages arrive with the identity and tenancy work; the TLS listener already
+  // refuses clients without a certificate from the configured CA when mTLS is on.
+  const pipeline = new Pipeline({
+    stages: [
+      limits,
+      routeStage(registry, () => config().domain),
+      agentCardStage(registry, options.refreshCard),
+      balanceStage(),
+      accessLogStage(logger, () => config().logging.access),
+      forwardStage(forwarder),
+    ],
+    telemetry,
+    logger,
+  });
+  telemetry.setInflightSource(() => pipeline.active);
+
+  const current = config();
+  const listeners: ListenerHandle[] = [];
+  try {
+    if (current.listeners.tls.enabled) {
+      if (!options.tls) throw new Error('TLS listener enabled but no certificate given');
+      const tlsConfig = current.listeners.tls;
+      listeners.push(
+        await startTlsListener({
+          name: 'tls',
+          host: tlsConfig.host,
+          port: tlsConfig.port,
+          cert: options.tls.cert,
+          key: options.tls.key,
+          clientCa: options.tls.clientCa,
+          certificateFor: options.tls.certificateFor,
+          mtls: tlsConfig.mtls.enabled,
+          maxHeaderBytes: current.limits.maxHeaderBytes,
+          handle: pipeline.handle,
+          telemetry,
+          logger,
+        }),
+      );
+    }
+    if (current.listeners.plain.enabled) {
+      listeners.push(
+        await startPlainListener({
+          name: 'plain',
+          host: current.listeners.plain.host,
+          port: current.listeners.plain.port,
+          maxHeaderBytes: current.limits.maxHeaderBytes,
+          handle: pipeline.handle,
+          telemetry,
+          logger,
+        }),
+      );
+    }
+  } catch (err) {
+    for (const listener of listeners) {
+      listener.stopAccepting();
+      listener.destroyAll();
+    }
+    throw err;
+  }
+
+  return {
+    listeners,
+    pipeline,
+    forwarder,
+    inflight: () => pipeline.active,
+    async shutdown(deadlineMs) {
+      draining = true;
+      for (const listener of listeners) listener.stopAccepting();
+      let timer: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([
+        pipeline.idle().then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), deadlineMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      for (const listener of listeners) listener.destroyAll();
+      await forwarder.close();
+      return { drained };
+    },
+  };
+}

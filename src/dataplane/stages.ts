@@ -1,0 +1,195 @@
+import type { Logger } from 'pino';
+import type { LimitsConfig } from '../config/schema.js';
+import type { AgentRuntime, RegistryView } from '../registry/types.js';
+import { rewriteAgentCard } from '../registry/card.js';
+import { pickRoundRobin } from '../routing/balancer.js';
+import type { RequestContext, TargetAddress } from './context.js';
+import { errors } from './errors.js';
+import type { Forwarder } from './forwarder.js';
+import { STOP, type Stage } from './pipeline.js';
+import { sendJson } from './respond.js';
+
+const AGENTS_PREFIX = '/agents/';
+
+/** Request size and concurrency limits, checked before any other work. */
+export function limitStage(limits: () => LimitsConfig): Stage & { inflight(): number } {
+  let inflight = 0;
+  return {
+    name: 'limit',
+    inflight: () => inflight,
+    run(ctx) {
+      const current = limits();
+      if (inflight >= current.maxConcurrentRequests) throw errors.overloaded();
+      const req = ctx.req;
+      if (ctx.http2) {
+        // HTTP/1.1 header size is enforced by the parser (431 from the listener); HTTP/2 is checked here.
+        let bytes = 0;
+        const raw = req.rawHeaders;
+        for (let i = 0; i < raw.length; i++) bytes += raw[i]!.length + 2;
+        if (bytes > current.maxHeaderBytes) throw errors.headersTooLarge(current.maxHeaderBytes);
+      }
+      const length = req.headers['content-length'];
+      if (length !== undefined) {
+        const declared = Number(length);
+        if (!Number.isSafeInteger(declared) || declared < 0) throw errors.badRequest('invalid content-length');
+        if (declared > current.maxBodyBytes) throw errors.bodyTooLarge(current.maxBodyBytes);
+      }
+      inflight++;
+      ctx.admitted = true;
+    },
+    finish(ctx) {
+      if (ctx.admitted) inflight--;
+    },
+  };
+}
+
+function pathOnly(rest: string): string {
+  const q = rest.indexOf('?');
+  return q < 0 ? rest : rest.slice(0, q);
+}
+
+/** Resolves dot segments (also percent-encoded ones) so a caller cannot climb out of an endpoint's base path. */
+function normalizeRest(rest: string): string {
+  if (!rest.includes('/.') && !/%2e/i.test(rest)) return rest;
+  const url = new URL(rest, 'http://x');
+  return url.pathname + url.search;
+}
+
+/**
+ * Parses the addressed agent from the path (`/agents/<tenant>/<agent>/<rest>`) or the host
+ * (`<agent>.<tenant>.<domain>`).
+ */
+export function parseTarget(ctx: RequestContext, domain: string): TargetAddress | undefined {
+  const url = ctx.req.url ?? '/';
+  const scheme = ctx.listener.scheme;
+  if (url.startsWith(AGENTS_PREFIX)) {
+    const tenantEnd = url.indexOf('/', AGENTS_PREFIX.length);
+    if (tenantEnd < 0) return undefined;
+    let agentEnd = tenantEnd + 1;
+    while (agentEnd < url.length && url[agentEnd] !== '/' && url[agentEnd] !== '?') agentEnd++;
+    const tenant = url.slice(AGENTS_PREFIX.length, tenantEnd);
+    const agent = url.slice(tenantEnd + 1, agentEnd);
+    if (!tenant || !agent) return undefined;
+    let rest = agentEnd === url.length ? '/' : url[agentEnd] === '?' ? '/' + url.slice(agentEnd) : url.slice(agentEnd);
+    rest = normalizeRest(rest);
+    return { tenant, agent, rest, baseUrl: `${scheme}://${ctx.authority}/agents/${tenant}/${agent}` };
+  }
+  const authority = ctx.authority;
+  if (authority.startsWith('[')) return undefined;
+  const colon = authority.lastIndexOf(':');
+  const host = colon < 0 ? authority : authority.slice(0, colon);
+  const suffix = '.' + domain;
+  if (!host.endsWith(suffix)) return undefined;
+  const labels = host.slice(0, -suffix.length).split('.');
+  if (labels.length !== 2 || !labels[0] || !labels[1]) return undefined;
+  return { tenant: labels[1], agent: labels[0], rest: normalizeRest(url), baseUrl: `${scheme}://${authority}` };
+}
+
+export function routeStage(registry: RegistryView, domain: () => string): Stage {
+  return {
+    name: 'route',
+    run(ctx) {
+      const target = parseTarget(ctx, domain());
+      if (!target) {
+        throw errors.notFound(`no agent addressed: use /agents/<tenant>/<agent>/... or <agent>.<tenant>.${domain()}`);
+      }
+      ctx.target = target;
+      const agent = registry.findAgent(target.tenant, target.agent);
+      if (!agent) {
+        throw errors.notFound(
+          registry.hasTenant(target.tenant)
+            ? `unknown agent "${target.agent}" in tenant "${target.tenant}"`
+            : `unknown tenant "${target.tenant}"`,
+        );
+      }
+      ctx.agent = agent;
+      ctx.jsonRpc = agent.jsonRpcPaths.size > 0 && ctx.req.method === 'POST' && agent.jsonRpcPaths.has(pathOnly(target.rest));
+    },
+  };
+}
+
+const CARD_PATHS = new Set(['/.well-known/agent-card.json', '/.well-known/agent.json']);
+
+/**
+ * Serves the agent's A2A Agent Card with every interface URL pointing at the gateway, so a client
+ * that discovers an agent through the gateway keeps talking through it.
+ */
+export function agentCardStage(
+  registry: RegistryView,
+  refreshCard: (tenant: string, agent: string) => Promise<unknown>,
+): Stage {
+  const serve = (ctx: RequestContext, agent: AgentRuntime): typeof STOP | undefined => {
+    if (!agent.card) return undefined; // the agent serves none we know of: let the request through
+    const card = rewriteAgentCard(agent.card.card, {
+      agentBaseUrl: ctx.target!.baseUrl,
+      endpointUrls: agent.endpoints.map((endpoint) => endpoint.url),
+    });
+    sendJson(ctx, 200, card, { 'cache-control': 'no-cache' });
+    return STOP;
+  };
+  return {
+    name: 'agent-card',
+    run(ctx) {
+      const method = ctx.req.method;
+      if ((method !== 'GET' && method !== 'HEAD') || !CARD_PATHS.has(pathOnly(ctx.target!.rest))) return undefined;
+      const agent = ctx.agent!;
+      if (agent.card) return serve(ctx, agent);
+      return refreshCard(agent.tenant, agent.name).then(
+        () => {
+          const fresh = registry.findAgent(agent.tenant, agent.name);
+          if (fresh) ctx.agent = fresh;
+          return fresh ? serve(ctx, fresh) : undefined;
+        },
+        () => undefined,
+      );
+    },
+  };
+}
+
+export function balanceStage(): Stage {
+  return {
+    name: 'balance',
+    run(ctx) {
+      const endpoint = pickRoundRobin(ctx.agent!);
+      if (!endpoint) throw errors.noHealthyEndpoint(ctx.agent!.key);
+      ctx.endpoint = endpoint;
+    },
+  };
+}
+
+export function forwardStage(forwarder: Forwarder): Stage {
+  return {
+    name: 'forward',
+    run(ctx) {
+      forwarder.forward(ctx);
+      return STOP;
+    },
+  };
+}
+
+/** Access log, one JSON line per request when enabled (audit proper comes with tenancy). */
+export function accessLogStage(logger: Logger, enabled: () => boolean): Stage {
+  return {
+    name: 'access-log',
+    run() {},
+    finish(ctx) {
+      if (!enabled()) return;
+      logger.info(
+        {
+          requestId: ctx.id,
+          listener: ctx.listener.name,
+          method: ctx.req.method,
+          path: ctx.req.url,
+          tenant: ctx.target?.tenant,
+          agent: ctx.target?.agent,
+          endpoint: ctx.endpoint?.url,
+          status: ctx.status,
+          error: ctx.errorCode,
+          ms: Math.round(ctx.elapsedSeconds() * 1e6) / 1e3,
+        },
+        'request',
+      );
+    },
+  };
+}
+

@@ -1,0 +1,245 @@
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { pino, type Logger } from 'pino';
+import { GatewayMetrics, generateAdminToken, hashToken, startAdminServer } from './admin/index.js';
+import { watchConfig, type GatewayConfig } from './config/index.js';
+import { startDataplane, type Dataplane } from './dataplane/index.js';
+import { ensureDevPki, type DevPki } from './identity/devpki.js';
+import { Registry } from './registry/index.js';
+import { openStore, type DurableStore } from './store/index.js';
+
+export const ADMIN_TOKEN_META_KEY = 'admin_token_hash';
+export const DEFAULT_TENANT = 'default';
+
+export interface StartOptions {
+  config: GatewayConfig;
+  stateDir: string;
+  configFile?: string;
+  env: NodeJS.ProcessEnv;
+  /** Defaults to a pino logger on stdout at the configured level. */
+  logger?: Logger;
+  /** Where the start-up banner goes (stdout by default); tests pass a no-op. */
+  print?: (line: string) => void;
+  /** Install SIGTERM/SIGINT handlers that shut down gracefully (the CLI does; tests don't). */
+  handleSignals?: boolean;
+}
+
+export interface Gateway {
+  readonly urls: { tls?: string; plain?: string; admin: string };
+  readonly stateDir: string;
+  readonly registry: Registry;
+  readonly dataplane: Dataplane;
+  /** The admin token generated at first start (only then; it is stored hashed). */
+  readonly generatedAdminToken?: string;
+  /** The current effective config. */
+  config(): GatewayConfig;
+  /** Applies a new config the way a SIGHUP would. */
+  reload(next: GatewayConfig): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function adminTokenHashes(store: DurableStore, env: NodeJS.ProcessEnv): Promise<{ hashes: string[]; generated?: string }> {
+  const hashes: string[] = [];
+  const fromEnv = env.DMSC_ADMIN_TOKEN;
+  if (fromEnv) hashes.push(hashToken(fromEnv));
+  const stored = await store.getMeta(ADMIN_TOKEN_META_KEY);
+  if (stored) {
+    hashes.push(stored);
+    return { hashes };
+  }
+  if (fromEnv) return { hashes };
+  const generated = generateAdminToken();
+  await store.setMeta(ADMIN_TOKEN_META_KEY, hashToken(generated));
+  hashes.push(hashToken(generated));
+  return { hashes, generated };
+}
+
+interface TlsMaterial {
+  cert: string;
+  key: string;
+  clientCa?: string;
+  devPki?: DevPki;
+  certificateFor?: (serverName: string) => Promise<{ cert: string; key: string } | undefined>;
+}
+
+async function tlsMaterial(config: GatewayConfig, stateDir: string): Promise<TlsMaterial> {
+  const tls = config.listeners.tls;
+  const needsDev = !tls.certFile || (tls.mtls.enabled && !tls.mtls.caFile);
+  const devPki = needsDev ? await ensureDevPki(stateDir, config.domain) : undefined;
+  const cert = tls.certFile ? await readFile(tls.certFile, 'utf8') : devPki!.serverCert;
+  const key = tls.keyFile ? await readFile(tls.keyFile, 'utf8') : devPki!.serverKey;
+  const clientCa = tls.mtls.enabled ? (tls.mtls.caFile ? await readFile(tls.mtls.caFile, 'utf8') : devPki!.caCert) : undefined;
+  // With the dev PKI, host-form names (<agent>.<tenant>.<domain>) get a per-tenant wildcard certificate on demand.
+  const suffix = '.' + config.domain;
+  const certificateFor =
+    devPki && !tls.certFile
+      ? async (serverName: string) => {
+          const name = serverName.toLowerCase();
+          if (!name.endsWith(suffix)) return undefined;
+          const labels = name.slice(0, -suffix.length).split('.');
+          if (labels.length !== 2 || !/^[a-z0-9-]{1,63}$/.test(labels[1]!)) return undefined;
+          return devPki.issueServerCert([`*.${labels[1]}${suffix}`]);
+        }
+      : undefined;
+  return { cert, key, clientCa, devPki, certificateFor };
+}
+
+function listenersChanged(a: GatewayConfig, b: GatewayConfig): boolean {
+  return JSON.stringify(a.listeners) !== JSON.stringify(b.listeners) || a.limits.maxHeaderBytes !== b.limits.maxHeaderBytes;
+}
+
+export async function startGateway(options: StartOptions): Promise<Gateway> {
+  let current = options.config;
+  const stateDir = path.resolve(options.stateDir);
+  const print = options.print ?? ((line: string) => process.stdout.write(line + '\n'));
+  const logger = options.logger ?? pino({ level: current.logging.level, base: { service: 'dmsc-gateway' } });
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+
+  const store = await openStore(stateDir);
+  const cleanup: Array<() => Promise<void> | void> = [() => store.close()];
+  try {
+    const token = await adminTokenHashes(store, options.env);
+    let tokenHashes = token.hashes;
+
+    const registry = new Registry({ store, logger, healthDefaults: current.healthCheck, cards: current.cards });
+    await registry.load();
+    await registry.applyConfig(current.tenants);
+    if (registry.listTenants().length === 0 && !(await store.getMeta('default_tenant_created'))) {
+      await registry.createTenant(DEFAULT_TENANT);
+      await store.setMeta('default_tenant_created', new Date().toISOString());
+    }
+    cleanup.push(() => registry.stop());
+
+    const metrics = new GatewayMetrics();
+    metrics.setEndpointHealthSource(() => registry.endpointHealth());
+
+    const tls = current.listeners.tls.enabled ? await tlsMaterial(current, stateDir) : undefined;
+    const dataplane = await startDataplane({
+      config: () => current,
+      registry,
+      refreshCard: (tenant, agent) => registry.refreshCard(tenant, agent),
+      telemetry: metrics,
+      logger,
+      tls,
+    });
+    cleanup.push(() => dataplane.shutdown(current.timeouts.shutdownDrainMs).then(() => undefined));
+
+    let ready = true;
+    const urlOf = (name: string) => dataplane.listeners.find((l) => l.info.name === name)?.url;
+    const admin = await startAdminServer({
+      host: current.listeners.admin.host,
+      port: current.listeners.admin.port,
+      registry,
+      metrics,
+      logger,
+      adminTokenHashes: () => tokenHashes,
+      isReady: () => ready,
+      status: () => ({
+        listeners: Object.fromEntries(dataplane.listeners.map((l) => [l.info.name, l.url])),
+        inflight: dataplane.inflight(),
+        tenants: registry.listTenants().length,
+        stateDir,
+      }),
+    });
+    cleanup.push(() => admin.close());
+    registry.start();
+
+    const reload = async (next: GatewayConfig) => {
+      if (listenersChanged(current, next)) {
+        logger.warn('listener addresses, ports or certificates changed: they take effect on restart');
+      }
+      current = { ...next, listeners: current.listeners };
+      logger.level = next.logging.level;
+      registry.updateDefaults(next.healthCheck, next.cards);
+      await registry.applyConfig(next.tenants);
+      tokenHashes = (await adminTokenHashes(store, options.env)).hashes;
+      logger.info({ tenants: next.tenants.length }, 'configuration reloaded');
+    };
+
+    if (options.configFile) {
+      const watcher = watchConfig(
+        options.configFile,
+        (next) => reload(next),
+        (err) => logger.error({ err: err.message }, 'configuration reload refused; keeping the running config'),
+      );
+      cleanup.push(() => watcher.close());
+    }
+
+    let closing: Promise<void> | undefined;
+    const close = () => {
+      closing ??= (async () => {
+        ready = false;
+        logger.info('shutting down: draining in-flight requests');
+        for (const step of cleanup.reverse()) {
+          try {
+            await step();
+          } catch (err) {
+            logger.error({ err }, 'shutdown step failed');
+          }
+        }
+      })();
+      return closing;
+    };
+
+    if (options.handleSignals) {
+      const onSignal = (signal: NodeJS.Signals) => {
+        logger.info({ signal }, 'signal received');
+        void close().then(() => process.exit(0));
+      };
+      process.once('SIGTERM', onSignal);
+      process.once('SIGINT', onSignal);
+    }
+
+    const urls = { tls: urlOf('tls'), plain: urlOf('plain'), admin: admin.url };
+    printBanner(print, { urls, stateDir, devPki: tls?.devPki, generatedToken: token.generated, fromEnv: Boolean(options.env.DMSC_ADMIN_TOKEN), config: current });
+
+    return {
+      urls,
+      stateDir,
+      registry,
+      dataplane,
+      generatedAdminToken: token.generated,
+      config: () => current,
+      reload,
+      close,
+    };
+  } catch (err) {
+    for (const step of cleanup.reverse()) await Promise.resolve(step()).catch(() => undefined);
+    throw err;
+  }
+}
+
+function printBanner(
+  print: (line: string) => void,
+  info: {
+    urls: Gateway['urls'];
+    stateDir: string;
+    devPki?: DevPki;
+    generatedToken?: string;
+    fromEnv: boolean;
+    config: GatewayConfig;
+  },
+): void {
+  const { urls } = info;
+  print('DMSC gateway is running');
+  if (urls.tls) print(`  agent ingress (HTTPS, TLS 1.3, h2+http/1.1${info.config.listeners.tls.mtls.enabled ? ', mTLS' : ''}): ${urls.tls}`);
+  if (urls.plain) print(`  local ingress (HTTP):  ${urls.plain}`);
+  print(`  admin API:             ${urls.admin}/admin/v1   (OpenAPI: ${urls.admin}/admin/v1/openapi.json)`);
+  print(`  metrics / health:      ${urls.admin}/metrics  ${urls.admin}/healthz  ${urls.admin}/readyz`);
+  print(`  state:                 ${info.stateDir}`);
+  if (info.devPki) {
+    print(`  development CA:        ${info.devPki.caCertFile}${info.devPki.created ? ' (generated now)' : ''}`);
+    print(`  server certificate:    ${info.devPki.serverCertFile}`);
+    print(`  dev client cert/key:   ${info.devPki.clientCertFile} ${info.devPki.clientKeyFile}`);
+  }
+  print(`  address an agent as:   ${urls.plain ?? urls.tls}/agents/<tenant>/<agent>/...  or  <agent>.<tenant>.${info.config.domain}`);
+  if (info.generatedToken) {
+    print('');
+    print(`  Admin token (shown once, stored hashed): ${info.generatedToken}`);
+    print('  Use it as: curl -H "authorization: Bearer <token>" ' + `${urls.admin}/admin/v1/tenants`);
+  } else if (info.fromEnv) {
+    print('  admin credential:      the token in DMSC_ADMIN_TOKEN');
+  } else {
+    print('  admin credential:      the token printed at first start; `npx dmsc admin reset-token` makes a new one');
+  }
+}

@@ -1,0 +1,1 @@
+export { pickRoundRobin } from './balancer.js';
