@@ -98,3 +98,11 @@ export interface RegistryAdmin {
   /** Fetch the agent's card now (also done on registration and on a schedule). */
   refreshCard(tenant: string, agent: string): Promise<AgentView>;
 }
+
+/** One endpoint's health, for the `dmsc_endpoint_healthy` gauge. */
+export interface EndpointHealthSample {
+  tenant: string;
+  agent: string;
+  endpoint: string;
+  healthy: boolean;
+}
