@@ -15,12 +15,14 @@ export interface StartOptions {
   config: GatewayConfig;
   stateDir: string;
   configFile?: string;
+  /** Re-reads the config file (with the same flag/env overrides) for reloads; needed with configFile. */
+  loadConfig?: () => Promise<GatewayConfig>;
   env: NodeJS.ProcessEnv;
   /** Defaults to a pino logger on stdout at the configured level. */
   logger?: Logger;
   /** Where the start-up banner goes (stdout by default); tests pass a no-op. */
   print?: (line: string) => void;
-  /** Install SIGTERM/SIGINT handlers that shut down gracefully (the CLI does; tests don't). */
+  /** Install SIGTERM/SIGINT (graceful shutdown) and SIGHUP (reload) handlers: the CLI does; tests don't. */
   handleSignals?: boolean;
 }
 
@@ -38,16 +40,19 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-async function adminTokenHashes(store: DurableStore, env: NodeJS.ProcessEnv): Promise<{ hashes: string[]; generated?: string }> {
+/** The accepted admin token hashes: DMSC_ADMIN_TOKEN's and the stored one (`dmsc admin reset-token` replaces it). */
+async function currentAdminTokenHashes(store: DurableStore, env: NodeJS.ProcessEnv): Promise<string[]> {
   const hashes: string[] = [];
-  const fromEnv = env.DMSC_ADMIN_TOKEN;
-  if (fromEnv) hashes.push(hashToken(fromEnv));
+  if (env.DMSC_ADMIN_TOKEN) hashes.push(hashToken(env.DMSC_ADMIN_TOKEN));
   const stored = await store.getMeta(ADMIN_TOKEN_META_KEY);
-  if (stored) {
-    hashes.push(stored);
-    return { hashes };
-  }
-  if (fromEnv) return { hashes };
+  if (stored) hashes.push(stored);
+  return hashes;
+}
+
+/** At first start with no DMSC_ADMIN_TOKEN, generates a token and stores its hash. */
+async function adminTokenHashes(store: DurableStore, env: NodeJS.ProcessEnv): Promise<{ hashes: string[]; generated?: string }> {
+  const hashes = await currentAdminTokenHashes(store, env);
+  if (hashes.length > 0) return { hashes };
   const generated = generateAdminToken();
   await store.setMeta(ADMIN_TOKEN_META_KEY, hashToken(generated));
   hashes.push(hashToken(generated));
@@ -99,7 +104,6 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
   const cleanup: Array<() => Promise<void> | void> = [() => store.close()];
   try {
     const token = await adminTokenHashes(store, options.env);
-    let tokenHashes = token.hashes;
 
     const registry = new Registry({ store, logger, healthDefaults: current.healthCheck, cards: current.cards });
     await registry.load();
@@ -123,6 +127,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       tls,
     });
     cleanup.push(() => dataplane.shutdown(current.timeouts.shutdownDrainMs).then(() => undefined));
+    registry.onEndpointsChanged(() => dataplane.forwarder.prune(registry.liveOrigins()));
 
     let ready = true;
     const urlOf = (name: string) => dataplane.listeners.find((l) => l.info.name === name)?.url;
@@ -132,7 +137,8 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       registry,
       metrics,
       logger,
-      adminTokenHashes: () => tokenHashes,
+      // Read per admin call (a sub-millisecond SQLite read), so a reset token works without a restart.
+      adminTokenHashes: () => currentAdminTokenHashes(store, options.env),
       isReady: () => ready,
       status: () => ({
         listeners: Object.fromEntries(dataplane.listeners.map((l) => [l.info.name, l.url])),
@@ -152,17 +158,18 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       logger.level = next.logging.level;
       registry.updateDefaults(next.healthCheck, next.cards);
       await registry.applyConfig(next.tenants);
-      tokenHashes = (await adminTokenHashes(store, options.env)).hashes;
       logger.info({ tenants: next.tenants.length }, 'configuration reloaded');
     };
 
-    if (options.configFile) {
-      const watcher = watchConfig(
+    let watcher: ReturnType<typeof watchConfig> | undefined;
+    if (options.configFile && options.loadConfig) {
+      watcher = watchConfig(
         options.configFile,
+        options.loadConfig,
         (next) => reload(next),
         (err) => logger.error({ err: err.message }, 'configuration reload refused; keeping the running config'),
       );
-      cleanup.push(() => watcher.close());
+      cleanup.push(() => watcher!.close());
     }
 
     let closing: Promise<void> | undefined;
@@ -188,6 +195,11 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       };
       process.once('SIGTERM', onSignal);
       process.once('SIGINT', onSignal);
+      process.on('SIGHUP', () => {
+        logger.info({ signal: 'SIGHUP' }, 'signal received: reloading configuration');
+        if (watcher) watcher.trigger();
+        else logger.warn('no config file to reload (start with --config FILE)');
+      });
     }
 
     const urls = { tls: urlOf('tls'), plain: urlOf('plain'), admin: admin.url };

@@ -1,0 +1,3 @@
+export { Registry, type RegistryOptions, type CardsConfig } from './registry.js';
+export { rewriteAgentCard, cardSkills, CARD_PATHS } from './card.js';
+export * from './types.js';
