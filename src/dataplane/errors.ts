@@ -26,6 +26,8 @@ export const errors = {
     new GatewayError(502, 'upstream_unavailable', `agent ${agent} could not be reached: ${detail}`),
   upstreamTimeout: (agent: string, what: string) =>
     new GatewayError(504, 'upstream_timeout', `agent ${agent} did not answer in time (${what})`),
+  cardUnavailable: (agent: string, detail: string) =>
+    new GatewayError(502, 'card_unavailable', `the Agent Card of ${agent} could not be fetched: ${detail}`),
   internal: () => new GatewayError(500, 'internal', 'internal gateway error'),
 };
 

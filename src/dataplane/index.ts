@@ -17,7 +17,7 @@ export interface DataplaneOptions {
   /** Read on every request, so a reload takes effect at once. */
   config: () => GatewayConfig;
   registry: RegistryView;
-  refreshCard: (tenant: string, agent: string) => Promise<unknown>;
+  refreshCard: (tenant: string, agent: string) => Promise<{ cardError?: string }>;
   telemetry: DataplaneTelemetry;
   logger: Logger;
   tls?: {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { LimitsConfig } from '../config/schema.js';
 import type { AgentRuntime, RegistryView } from '../registry/types.js';
-import { rewriteAgentCard } from '../registry/card.js';
+import { CARD_PATHS as CARD_WELL_KNOWN_PATHS, rewriteAgentCard } from '../registry/card.js';
 import { pickRoundRobin } from '../routing/balancer.js';
 import type { RequestContext, TargetAddress } from './context.js';
 import { errors } from './errors.js';
@@ -108,7 +108,7 @@ export function routeStage(registry: RegistryView, domain: () => string): Stage 
   };
 }
 
-const CARD_PATHS = new Set(['/.well-known/agent-card.json', '/.well-known/agent.json']);
+const CARD_PATHS = new Set<string>(CARD_WELL_KNOWN_PATHS);
 
 /**
  * Serves the agent's A2A Agent Card with every interface URL pointing at the gateway, so a client
@@ -116,10 +116,13 @@ const CARD_PATHS = new Set(['/.well-known/agent-card.json', '/.well-known/agent.
  */
 export function agentCardStage(
   registry: RegistryView,
-  refreshCard: (tenant: string, agent: string) => Promise<unknown>,
+  refreshCard: (tenant: string, agent: string) => Promise<{ cardError?: string }>,
 ): Stage {
-  const serve = (ctx: RequestContext, agent: AgentRuntime): typeof STOP | undefined => {
-    if (!agent.card) return undefined; // the agent serves none we know of: let the request through
+  // A card is never passed through as the agent serves it: its URLs would lead clients past the gateway.
+  const serve = (ctx: RequestContext, agent: AgentRuntime, cardError?: string): typeof STOP => {
+    if (!agent.card) {
+      throw cardError ? errors.cardUnavailable(agent.key, cardError) : errors.notFound(`agent ${agent.key} serves no A2A Agent Card`);
+    }
     const card = rewriteAgentCard(agent.card.card, {
       agentBaseUrl: ctx.target!.baseUrl,
       endpointUrls: agent.endpoints.map((endpoint) => endpoint.url),
@@ -134,14 +137,12 @@ export function agentCardStage(
       if ((method !== 'GET' && method !== 'HEAD') || !CARD_PATHS.has(pathOnly(ctx.target!.rest))) return undefined;
       const agent = ctx.agent!;
       if (agent.card) return serve(ctx, agent);
-      return refreshCard(agent.tenant, agent.name).then(
-        () => {
-          const fresh = registry.findAgent(agent.tenant, agent.name);
-          if (fresh) ctx.agent = fresh;
-          return fresh ? serve(ctx, fresh) : undefined;
-        },
-        () => undefined,
-      );
+      return refreshCard(agent.tenant, agent.name).then((view) => {
+        const fresh = registry.findAgent(agent.tenant, agent.name);
+        if (!fresh) throw errors.notFound(`unknown agent "${agent.name}" in tenant "${agent.tenant}"`);
+        ctx.agent = fresh;
+        return serve(ctx, fresh, view.cardError);
+      });
     },
   };
 }

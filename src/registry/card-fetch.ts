@@ -28,11 +28,15 @@ async function readLimited(body: AsyncIterable<Buffer>, maxBytes: number): Promi
   return Buffer.concat(chunks);
 }
 
-async function fetchOne(dispatcher: Dispatcher, url: string, options: CardFetchOptions): Promise<CardFetchResult> {
+async function fetchOne(dispatcher: Dispatcher, url: string, options: CardFetchOptions, a2aVersion?: string): Promise<CardFetchResult> {
   const response = await request(url, {
     method: 'GET',
     dispatcher,
-    headers: { accept: 'application/json', ...(options.etag ? { 'if-none-match': options.etag } : {}) },
+    headers: {
+      accept: 'application/json',
+      ...(options.etag ? { 'if-none-match': options.etag } : {}),
+      ...(a2aVersion ? { 'a2a-version': a2aVersion } : {}),
+    },
     headersTimeout: options.timeoutMs,
     bodyTimeout: options.timeoutMs,
     signal: AbortSignal.timeout(options.timeoutMs),
@@ -40,6 +44,11 @@ async function fetchOne(dispatcher: Dispatcher, url: string, options: CardFetchO
   if (response.statusCode === 304) {
     await response.body.dump();
     return { kind: 'not-modified' };
+  }
+  if (response.statusCode === 400 && !a2aVersion) {
+    // A request without A2A-Version means v0.3 (A2A §3.6); an agent that speaks only v1.0 refuses it.
+    await response.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+    return fetchOne(dispatcher, url, options, '1.0');
   }
   if (response.statusCode !== 200) {
     await response.body.dump({ limit: 64 * 1024 }).catch(() => undefined);

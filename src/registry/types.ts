@@ -69,6 +69,8 @@ export interface SkillSummary {
 export interface AgentView extends AgentRecord {
   endpointStatus: EndpointStatus[];
   card?: { sourceUrl: string; fetchedAt: string; name?: string; skills: SkillSummary[] };
+  /** Why the last Agent Card fetch failed (unreachable, invalid card); absent after a good fetch. */
+  cardError?: string;
 }
 
 export type RegistryErrorCode = 'not_found' | 'conflict' | 'managed_by_config' | 'invalid';
