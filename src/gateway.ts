@@ -126,7 +126,8 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       logger,
       tls,
     });
-    cleanup.push(() => dataplane.shutdown(current.timeouts.shutdownDrainMs).then(() => undefined));
+    const drainDataplane = () => dataplane.shutdown(current.timeouts.shutdownDrainMs).then(() => undefined);
+    cleanup.push(drainDataplane);
     registry.onEndpointsChanged(() => dataplane.forwarder.prune(registry.liveOrigins()));
 
     let ready = true;
@@ -147,7 +148,8 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
         stateDir,
       }),
     });
-    cleanup.push(() => admin.close());
+    // Steps run in reverse: the admin listener closes after the drain, so /readyz answers 503 meanwhile.
+    cleanup.splice(cleanup.indexOf(drainDataplane), 0, () => admin.close());
     registry.start();
 
     const reload = async (next: GatewayConfig) => {

@@ -32,12 +32,25 @@ export const healthCheckSchema = z
   })
   .strict();
 
+/** An agent's own health-check fields: no defaults, so unset fields fall back to the top-level settings. */
+export const healthCheckOverrideSchema = z
+  .object({
+    enabled: z.boolean(),
+    path: z.string().startsWith('/'),
+    intervalMs: positiveMs,
+    timeoutMs: positiveMs,
+    healthyThreshold: z.number().int().min(1).max(100),
+    unhealthyThreshold: z.number().int().min(1).max(100),
+  })
+  .partial()
+  .strict();
+
 export const agentSchema = z
   .object({
     name: nameSchema,
     endpoints: z.array(httpUrl).min(1).max(256),
     tags: z.array(z.string().min(1).max(64)).max(64).default([]),
-    healthCheck: healthCheckSchema.partial().strict().optional(),
+    healthCheck: healthCheckOverrideSchema.optional(),
   })
   .strict();
 

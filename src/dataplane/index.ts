@@ -11,7 +11,7 @@ import { accessLogStage, agentCardStage, balanceStage, forwardStage, limitStage,
 export { GatewayError, errors } from './errors.js';
 export type { RequestContext, ListenerInfo } from './context.js';
 export { STOP, type Stage } from './pipeline.js';
-export type { ListenerHandle } from './listeners.js';
+export { formatUrl, type ListenerHandle } from './listeners.js';
 
 export interface DataplaneOptions {
   /** Read on every request, so a reload takes effect at once. */

@@ -87,7 +87,7 @@ function listen(server: http.Server | http2.Http2SecureServer, host: string, por
   });
 }
 
-function formatUrl(scheme: string, host: string, port: number): string {
+export function formatUrl(scheme: string, host: string, port: number): string {
   const shown = host.includes(':') ? `[${host}]` : host;
   return `${scheme}://${shown}:${port}`;
 }

@@ -100,8 +100,9 @@ export class Pipeline {
     }
     this.telemetry.requestFinished(
       ctx.listener.name,
-      ctx.agent?.tenant ?? ctx.target?.tenant,
-      ctx.agent?.name ?? ctx.target?.agent,
+      // Only resolved names: labels from unknown names a caller typed would let it exhaust the label cap.
+      ctx.agent?.tenant,
+      ctx.agent?.name,
       ctx.status,
       ctx.elapsedSeconds(),
     );

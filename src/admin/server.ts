@@ -1,0 +1,161 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { nameSchema } from '../config/schema.js';
+import type { RegistryAdmin } from '../registry/types.js';
+import { formatUrl } from '../dataplane/listeners.js';
+import { AdminError, errorReply, readJsonBody, send, toAdminError, validate, type Reply } from './http.js';
+import type { GatewayMetrics } from './metrics.js';
+import { buildOpenApiDocument } from './openapi.js';
+import { adminRoutes, type AdminContext, type Route, type StatusSnapshot } from './routes.js';
+import { tokenMatches } from './tokens.js';
+import { GATEWAY_VERSION } from './version.js';
+
+export interface AdminServerOptions {
+  host: string;
+  /** 0 picks a free port; the returned url names the bound one. */
+  port: number;
+  registry: RegistryAdmin;
+  metrics: GatewayMetrics;
+  logger: Logger;
+  /** SHA-256 hex hashes of the accepted admin tokens (see hashToken); read per request so a reload applies at once. */
+  adminTokenHashes: () => readonly string[] | Promise<readonly string[]>;
+  isReady: () => boolean;
+  status: () => StatusSnapshot;
+}
+
+export interface AdminServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+interface CompiledPath {
+  pattern: RegExp;
+  params: string[];
+  routes: Map<string, Route>;
+}
+
+function compile(routes: readonly Route[]): CompiledPath[] {
+  const byPath = new Map<string, CompiledPath>();
+  for (const r of routes) {
+    let compiled = byPath.get(r.path);
+    if (!compiled) {
+      const params = [...r.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!);
+      const source = r.path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{\w+\}/g, '([^/]+)');
+      compiled = { pattern: new RegExp(`^${source}$`), params, routes: new Map() };
+      byPath.set(r.path, compiled);
+    }
+    compiled.routes.set(r.method, r);
+  }
+  return [...byPath.values()];
+}
+
+function match(paths: CompiledPath[], pathname: string): { path: CompiledPath; values: string[] } | undefined {
+  for (const path of paths) {
+    const found = path.pattern.exec(pathname);
+    if (found) return { path, values: found.slice(1) };
+  }
+  return undefined;
+}
+
+function bearerToken(req: http.IncomingMessage): string | undefined {
+  const header = req.headers.authorization;
+  const found = header && /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return found ? found[1] : undefined;
+}
+
+function decodeParam(name: string, raw: string): string {
+  let value: string;
+  try {
+    value = decodeURIComponent(raw);
+  } catch {
+    throw new AdminError(400, 'bad_request', `${name}: malformed percent-encoding in the path`);
+  }
+  return validate(nameSchema, value, name);
+}
+
+/** The admin listener: Admin API under /admin/v1 (OpenAPI at /admin/v1/openapi.json), /metrics, /healthz, /readyz. */
+export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
+  const { logger } = options;
+  const paths = compile(adminRoutes);
+  const ctx: AdminContext = {
+    registry: options.registry,
+    metrics: options.metrics,
+    isReady: options.isReady,
+    status: options.status,
+    startedAt: new Date(),
+    openApi: buildOpenApiDocument(adminRoutes, GATEWAY_VERSION),
+  };
+
+  const authorized = async (req: http.IncomingMessage): Promise<boolean> => {
+    const token = bearerToken(req);
+    return token !== undefined && tokenMatches(token, await options.adminTokenHashes());
+  };
+
+  const dispatch = async (req: http.IncomingMessage, pathname: string, caller: { authenticated: boolean }): Promise<Reply> => {
+    const found = match(paths, pathname);
+    if (!found) throw new AdminError(404, 'not_found', `no such route: ${pathname}`);
+    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? '');
+    const route = found.path.routes.get(method);
+    if (!route) {
+      const allowed = [...found.path.routes.keys()];
+      if (allowed.includes('GET')) allowed.push('HEAD');
+      throw new AdminError(405, 'method_not_allowed', `${req.method} is not allowed on ${pathname}`, { allow: allowed.join(', ') });
+    }
+    if (route.auth) {
+      caller.authenticated = await authorized(req);
+      if (!caller.authenticated) {
+        throw new AdminError(401, 'unauthorized', 'send the admin token as "Authorization: Bearer <token>"', {
+          'www-authenticate': 'Bearer realm="dmsc-admin"',
+        });
+      }
+    }
+    const params: Record<string, string> = {};
+    found.path.params.forEach((name, i) => {
+      params[name] = decodeParam(name, found.values[i]!);
+    });
+    let body: unknown;
+    if (route.body) {
+      body = validate(route.body, await readJsonBody(req), 'body');
+    }
+    return route.handle({ params, body }, ctx);
+  };
+
+  const server = http.createServer((req, res) => {
+    const pathname = (req.url ?? '/').split('?', 1)[0]!;
+    const caller = { authenticated: false };
+    const reply = (answer: Reply) => {
+      req.resume(); // a body the route did not read must not stall the connection
+      // Authenticated or not, a write attempt leaves a log line (the hash-chained audit trail is separate work).
+      if (req.method !== 'GET' && req.method !== 'HEAD' && pathname.startsWith('/admin/')) {
+        const actor = caller.authenticated ? 'admin-token' : 'anonymous';
+        logger.info({ actor, method: req.method, path: pathname, status: answer.status }, 'admin write');
+      }
+      send(res, answer);
+    };
+    dispatch(req, pathname, caller).then(reply, (err: unknown) => {
+      const known = toAdminError(err);
+      if (!known) logger.error({ err, method: req.method, path: pathname }, 'admin request failed');
+      reply(errorReply(known ?? new AdminError(500, 'internal_error', 'internal error (logged by the gateway)')));
+    });
+  });
+  server.headersTimeout = 30_000;
+  server.requestTimeout = 60_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: formatUrl('http', options.host, port),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
