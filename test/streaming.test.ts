@@ -106,8 +106,15 @@ describe('100 MB bodies stream through with flat gateway memory', () => {
       ].join('\n'),
     );
     gateway = await startGatewayProcess(configFile, home);
-    // Warm up: first requests load code and open pools.
+    // Warm up: load code, open pools, and let V8 size its heap once. The first large transfer grows
+    // RSS by a fixed ~40 MB (young-generation pages that V8 keeps); what matters is that a transfer
+    // then costs no memory in proportion to its size.
     for (let i = 0; i < 20; i++) await (await request(`${gateway.plainUrl}/agents/acme/bulk/`, { method: 'POST', body: 'x' })).body.dump();
+    const warm = await request(`${gateway.plainUrl}/agents/acme/bulk/upload`, { method: 'POST', body: Readable.from(generate(TOTAL)) });
+    await warm.body.dump();
+    for await (const _chunk of (await request(`${gateway.plainUrl}/agents/acme/bulk/download`)).body) {
+      // drain
+    }
   });
 
   after(async () => {
@@ -117,7 +124,7 @@ describe('100 MB bodies stream through with flat gateway memory', () => {
     await rm(home, { recursive: true, force: true });
   });
 
-  it('uploads 100 MB (chunked) with RSS growth under 40 MB', async (t) => {
+  it('uploads 100 MB (chunked) with RSS growth under 16 MB', async (t) => {
     const pid = gateway.child.pid!;
     const baseline = await rssBytes(pid);
     const peak = await peakRssDuring(pid, async () => {
@@ -126,10 +133,10 @@ describe('100 MB bodies stream through with flat gateway memory', () => {
       assert.deepEqual(await res.body.json(), { received: TOTAL });
     });
     t.diagnostic(`upload: baseline RSS ${(baseline / MB).toFixed(1)} MB, peak ${(peak / MB).toFixed(1)} MB`);
-    assert.ok(peak - baseline < 40 * MB, `RSS grew by ${((peak - baseline) / MB).toFixed(1)} MB`);
+    assert.ok(peak - baseline < 16 * MB, `RSS grew by ${((peak - baseline) / MB).toFixed(1)} MB`);
   });
 
-  it('downloads 100 MB with RSS growth under 40 MB', async (t) => {
+  it('downloads 100 MB with RSS growth under 16 MB', async (t) => {
     const pid = gateway.child.pid!;
     const baseline = await rssBytes(pid);
     let received = 0;
@@ -140,6 +147,6 @@ describe('100 MB bodies stream through with flat gateway memory', () => {
     });
     assert.equal(received, TOTAL);
     t.diagnostic(`download: baseline RSS ${(baseline / MB).toFixed(1)} MB, peak ${(peak / MB).toFixed(1)} MB`);
-    assert.ok(peak - baseline < 40 * MB, `RSS grew by ${((peak - baseline) / MB).toFixed(1)} MB`);
+    assert.ok(peak - baseline < 16 * MB, `RSS grew by ${((peak - baseline) / MB).toFixed(1)} MB`);
   });
 });
