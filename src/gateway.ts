@@ -235,9 +235,15 @@ function printBanner(
   },
 ): void {
   const { urls } = info;
+  // A wildcard bind address is not something to type into a client: show localhost and say so.
+  const reachable = (url: string) => url.replace(/\/\/(0\.0\.0\.0|\[::\]):/, '//localhost:');
+  const wildcard = (url: string) => (reachable(url) === url ? '' : '  (all interfaces)');
   print('DMSC gateway is running');
-  if (urls.tls) print(`  agent ingress (HTTPS, TLS 1.3, h2+http/1.1${info.config.listeners.tls.mtls.enabled ? ', mTLS' : ''}): ${urls.tls}`);
-  if (urls.plain) print(`  local ingress (HTTP):  ${urls.plain}`);
+  if (urls.tls) {
+    const mtls = info.config.listeners.tls.mtls.enabled ? ', mTLS' : '';
+    print(`  agent ingress (HTTPS, TLS 1.3, h2+http/1.1${mtls}): ${reachable(urls.tls)}${wildcard(urls.tls)}`);
+  }
+  if (urls.plain) print(`  local ingress (HTTP):  ${reachable(urls.plain)}${wildcard(urls.plain)}`);
   print(`  admin API:             ${urls.admin}/admin/v1   (OpenAPI: ${urls.admin}/admin/v1/openapi.json)`);
   print(`  metrics / health:      ${urls.admin}/metrics  ${urls.admin}/healthz  ${urls.admin}/readyz`);
   print(`  state:                 ${info.stateDir}`);
