@@ -374,6 +374,36 @@ describe('upstream failures and failover', () => {
     }
   });
 
+  it('cuts an exchange over timeouts.totalMs: 504 before the answer starts, a reset once it streams', async () => {
+    const silent = await startUpstream('silent', () => {
+      /* never answers */
+    });
+    const trickle = await startUpstream('trickle', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('started');
+      /* then never finishes */
+    });
+    const gw = await startTestGateway({
+      timeouts: { totalMs: 300 },
+      healthCheck: { enabled: false },
+      tenants: [{ name: 'acme', agents: [{ name: 'silent', endpoints: [silent.url] }, { name: 'trickle', endpoints: [trickle.url] }] }],
+    });
+    try {
+      const started = Date.now();
+      const res = await request(`${gw.plainUrl}/agents/acme/silent/x`);
+      assert.equal(res.statusCode, 504);
+      assert.match(((await res.body.json()) as { error: { message: string } }).error.message, /total/);
+      assert.ok(Date.now() - started < 2000, 'cut near the deadline, not at firstByteMs');
+      const streaming = await request(`${gw.plainUrl}/agents/acme/trickle/x`);
+      assert.equal(streaming.statusCode, 200);
+      await assert.rejects(streaming.body.text(), 'a cut stream is never passed off as complete');
+    } finally {
+      await gw.close();
+      await silent.close();
+      await trickle.close();
+    }
+  });
+
   it('moves all traffic to the surviving endpoint with no failed idempotent request', async () => {
     const one = await startUpstream('one');
     const two = await startUpstream('two');

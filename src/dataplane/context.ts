@@ -42,6 +42,8 @@ export class RequestContext {
   errorCode: string | undefined = undefined;
   /** Aborts the in-flight upstream exchange, if any. */
   abortUpstream: ((reason: Error) => void) | undefined = undefined;
+  /** performance.now() after which the whole exchange is cut (timeouts.totalMs); 0 before forwarding. */
+  deadlineAt = 0;
   /** Stages that counted this request in a limit set this, so their finish hook can release it. */
   admitted = false;
   finished = false;

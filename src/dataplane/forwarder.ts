@@ -58,6 +58,7 @@ function classify(err: unknown): UpstreamErrorKind {
  */
 export class Forwarder {
   private readonly pools = new Map<string, Pool>();
+  private readonly deadlines = new DeadlineSweeper((ctx) => ctx.abortUpstream?.(new UpstreamTimeout('total')));
   private readonly sessions = new Map<string, ClientHttp2Session>();
   private readonly opts: ForwarderOptions;
 
@@ -68,15 +69,15 @@ export class Forwarder {
   forward(ctx: RequestContext): void {
     const endpoint = ctx.endpoint!;
     const timeouts = this.opts.timeouts();
-    if (!ctx.tried) this.armTotalTimeout(ctx, timeouts.totalMs);
+    if (ctx.deadlineAt === 0) this.deadlines.add(ctx, timeouts.totalMs);
     endpoint.inflight++;
     if (ctx.grpc) this.forwardHttp2(ctx, endpoint, timeouts);
     else this.forwardHttp1(ctx, endpoint, timeouts);
   }
 
-  private armTotalTimeout(ctx: RequestContext, totalMs: number): void {
-    const timer = setTimeout(() => ctx.abortUpstream?.(new UpstreamTimeout('total')), totalMs);
-    ctx.res.once('close', () => clearTimeout(timer));
+  /** The request has finished (the pipeline's finish hook): forget its deadline. */
+  finished(ctx: RequestContext): void {
+    if (ctx.deadlineAt !== 0) this.deadlines.delete(ctx);
   }
 
   private body(ctx: RequestContext): Readable | null {
@@ -272,6 +273,7 @@ export class Forwarder {
   }
 
   async close(): Promise<void> {
+    this.deadlines.stop();
     const pools = [...this.pools.values()];
     this.pools.clear();
     for (const session of this.sessions.values()) session.destroy();
@@ -362,4 +364,51 @@ function byteLimit(limit: number): Transform {
       else callback(null, chunk);
     },
   });
+}
+
+/**
+ * Whole-exchange deadlines (timeouts.totalMs), checked by one coarse timer for all requests rather
+ * than a timer and a 'close' listener per request: on the hot path that is a Set add and delete.
+ * A deadline fires at most SWEEP_MS late, which is noise next to timeouts counted in seconds.
+ */
+class DeadlineSweeper {
+  private static readonly SWEEP_MS = 100;
+  private readonly active = new Set<RequestContext>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly expire: (ctx: RequestContext) => void) {}
+
+  add(ctx: RequestContext, totalMs: number): void {
+    ctx.deadlineAt = performance.now() + totalMs;
+    this.active.add(ctx);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.sweep(), DeadlineSweeper.SWEEP_MS);
+      this.timer.unref();
+    }
+  }
+
+  delete(ctx: RequestContext): void {
+    this.active.delete(ctx);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.active.clear();
+  }
+
+  private sweep(): void {
+    if (this.active.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      return;
+    }
+    const now = performance.now();
+    for (const ctx of this.active) {
+      if (ctx.deadlineAt <= now) {
+        this.active.delete(ctx);
+        this.expire(ctx);
+      }
+    }
+  }
 }

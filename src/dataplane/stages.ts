@@ -165,6 +165,9 @@ export function forwardStage(forwarder: Forwarder): Stage {
       forwarder.forward(ctx);
       return STOP;
     },
+    finish(ctx) {
+      forwarder.finished(ctx);
+    },
   };
 }
 
