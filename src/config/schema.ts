@@ -54,10 +54,58 @@ export const agentSchema = z
   })
   .strict();
 
+const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+
+/** An external OAuth 2.0 / OIDC issuer whose JWTs authenticate this tenant's agents. */
+export const jwtIssuerSchema = z
+  .object({
+    issuer: z.string().min(1),
+    /** JWKS URL; keys are cached and re-fetched when a token names an unknown `kid`. */
+    jwksUri: httpUrl,
+    audiences: z.array(z.string().min(1)).min(1),
+    /** Allow-list; `none` and HMAC algorithms are never accepted for issuers with public keys. */
+    algorithms: z.array(z.enum(JWT_ALGORITHMS)).min(1).default(['RS256', 'ES256', 'PS256', 'EdDSA']),
+    /** The claim naming the agent: its name in the tenant, or its SPIFFE ID. */
+    agentClaim: z.string().min(1).default('sub'),
+  })
+  .strict();
+
 export const tenantSchema = z
   .object({
     name: nameSchema,
     agents: z.array(agentSchema).max(10000).default([]),
+    oauth: z
+      .object({ issuers: z.array(jwtIssuerSchema).max(16).default([]) })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+const identitySchema = z
+  .object({
+    /** SPIFFE trust domain of agent identities; defaults to `domain`. */
+    trustDomain: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?$/, 'must be a lowercase DNS name such as example.org')
+      .optional(),
+    /** Where the master key comes from; default: <stateDir>/master.key, generated at first start. */
+    masterKey: z
+      .object({ file: z.string().min(1).optional(), env: z.string().min(1).optional() })
+      .strict()
+      .refine((value) => !(value.file && value.env), { message: 'give file or env, not both' })
+      .prefault({}),
+    /** An existing CA (PEM certificate + key) to use as the root instead of a generated one. */
+    rootCa: z
+      .object({ certFile: z.string().min(1), keyFile: z.string().min(1) })
+      .strict()
+      .optional(),
+    certTtlMs: z.number().int().min(60_000).max(90 * 24 * 3600_000).default(24 * 3600_000),
+    intermediateTtlMs: z.number().int().min(3600_000).default(90 * 24 * 3600_000),
+    clockSkewMs: z.number().int().min(0).max(3600_000).default(5 * 60_000),
+    /** Lifetime of enrollment bootstrap tokens unless the operator asks otherwise. */
+    bootstrapTokenTtlMs: z.number().int().min(60_000).max(30 * 24 * 3600_000).default(3600_000),
+    /** Lifetime of access tokens from the built-in token endpoint. */
+    accessTokenTtlMs: z.number().int().min(60_000).max(24 * 3600_000).default(10 * 60_000),
   })
   .strict();
 
@@ -88,6 +136,11 @@ const plainListenerSchema = z
     enabled: z.boolean().default(true),
     host: z.string().min(1).default('127.0.0.1'),
     port: port.default(8080),
+    /**
+     * Let requests without a certificate or token through (as no identity). Only for a loopback
+     * listener on a single-tenant host; refused by policy stages that need an identity.
+     */
+    allowAnonymous: z.boolean().default(false),
   })
   .strict();
 
@@ -133,6 +186,7 @@ export const configSchema = z
     limits: limitsSchema.prefault({}),
     timeouts: timeoutsSchema.prefault({}),
     healthCheck: healthCheckSchema.prefault({}),
+    identity: identitySchema.prefault({}),
     cards: z
       .object({
         refreshIntervalMs: positiveMs.default(300000),
@@ -179,3 +233,5 @@ export type AgentConfig = z.infer<typeof agentSchema>;
 export type HealthCheckConfig = z.infer<typeof healthCheckSchema>;
 export type LimitsConfig = z.infer<typeof limitsSchema>;
 export type TimeoutsConfig = z.infer<typeof timeoutsSchema>;
+export type IdentityConfig = z.infer<typeof identitySchema>;
+export type JwtIssuerConfig = z.infer<typeof jwtIssuerSchema>;

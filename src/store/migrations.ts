@@ -40,4 +40,72 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: str
       )`,
     ],
   },
+  {
+    version: 2,
+    name: 'identity',
+    sql: [
+      `CREATE TABLE cas (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        tenant TEXT,
+        cert_pem TEXT NOT NULL,
+        sealed_key TEXT NOT NULL,
+        not_before TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      )`,
+      `CREATE TABLE issued_certs (
+        serial TEXT PRIMARY KEY,
+        ca_id TEXT NOT NULL REFERENCES cas(id),
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        spiffe_id TEXT,
+        not_before TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        revoked_at TEXT,
+        revocation_reason TEXT,
+        created_at TEXT NOT NULL
+      )`,
+      `CREATE INDEX issued_certs_agent ON issued_certs (tenant, agent)`,
+      `CREATE TABLE bootstrap_tokens (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT,
+        created_at TEXT NOT NULL
+      )`,
+      `CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        alg TEXT NOT NULL,
+        public_jwk TEXT NOT NULL,
+        sealed_private_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      )`,
+      `CREATE TABLE client_secrets (
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (tenant, agent)
+      )`,
+      `CREATE TABLE audit_events (
+        seq INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        tenant TEXT,
+        actor TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        decision TEXT NOT NULL,
+        reason TEXT,
+        request_id TEXT
+      )`,
+      `CREATE INDEX audit_events_tenant ON audit_events (tenant, seq)`,
+    ],
+  },
 ];

@@ -1,6 +1,18 @@
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
-import type { AgentCardRecord, AgentRecord, DurableStore, TenantRecord } from './types.js';
+import type {
+  AgentCardRecord,
+  AgentRecord,
+  AuditRecord,
+  BootstrapTokenRecord,
+  CaRecord,
+  ClientSecretRecord,
+  ConsumeTokenResult,
+  DurableStore,
+  IssuedCertRecord,
+  SigningKeyRecord,
+  TenantRecord,
+} from './types.js';
 
 interface TenantRow {
   name: string;
@@ -51,6 +63,77 @@ const toCard = (row: CardRow): AgentCardRecord => ({
   ...(row.etag ? { etag: row.etag } : {}),
   fetchedAt: row.fetched_at,
 });
+
+
+type Row = Record<string, unknown>;
+const str = (value: unknown): string | undefined => (value === null || value === undefined ? undefined : String(value));
+/** Drops undefined fields, so optional record fields are absent rather than undefined (exactOptional-friendly). */
+function compact<T extends object>(value: T): T {
+  for (const key of Object.keys(value) as Array<keyof T>) if (value[key] === undefined) delete value[key];
+  return value;
+}
+
+const toCa = (row: Row): CaRecord =>
+  compact({
+    id: String(row.id),
+    kind: row.kind as CaRecord['kind'],
+    tenant: str(row.tenant),
+    certPem: String(row.cert_pem),
+    sealedKey: String(row.sealed_key),
+    notBefore: String(row.not_before),
+    notAfter: String(row.not_after),
+    status: row.status as CaRecord['status'],
+    createdAt: String(row.created_at),
+  });
+
+const toIssued = (row: Row): IssuedCertRecord =>
+  compact({
+    serial: String(row.serial),
+    caId: String(row.ca_id),
+    tenant: String(row.tenant),
+    agent: String(row.agent),
+    kind: row.kind as IssuedCertRecord['kind'],
+    spiffeId: str(row.spiffe_id),
+    notBefore: String(row.not_before),
+    notAfter: String(row.not_after),
+    revokedAt: str(row.revoked_at),
+    revocationReason: str(row.revocation_reason),
+    createdAt: String(row.created_at),
+  });
+
+const toToken = (row: Row): BootstrapTokenRecord =>
+  compact({
+    id: String(row.id),
+    tokenHash: String(row.token_hash),
+    tenant: String(row.tenant),
+    agent: String(row.agent),
+    expiresAt: String(row.expires_at),
+    usedAt: str(row.used_at),
+    createdAt: String(row.created_at),
+  });
+
+const toSigningKey = (row: Row): SigningKeyRecord => ({
+  kid: String(row.kid),
+  tenant: String(row.tenant),
+  alg: String(row.alg),
+  publicJwk: JSON.parse(String(row.public_jwk)) as Record<string, unknown>,
+  sealedPrivateKey: String(row.sealed_private_key),
+  status: row.status as SigningKeyRecord['status'],
+  createdAt: String(row.created_at),
+});
+
+const toAudit = (row: Row): AuditRecord =>
+  compact({
+    seq: Number(row.seq),
+    time: String(row.time),
+    tenant: str(row.tenant),
+    actor: str(row.actor),
+    action: String(row.action),
+    target: str(row.target),
+    decision: row.decision as AuditRecord['decision'],
+    reason: str(row.reason),
+    requestId: str(row.request_id),
+  });
 
 /**
  * The embedded durable store: one SQLite file in WAL mode. better-sqlite3 is synchronous; control-plane
@@ -194,5 +277,156 @@ export class SqliteStore implements DurableStore {
 
   async deleteAgentCard(tenant: string, agent: string): Promise<void> {
     this.conn.prepare('DELETE FROM agent_cards WHERE tenant = ? AND agent = ?').run(tenant, agent);
+  }
+
+  // ---- identity ----------------------------------------------------------------------------
+
+  async listCas(): Promise<CaRecord[]> {
+    return (this.conn.prepare('SELECT * FROM cas ORDER BY created_at, id').all() as Row[]).map(toCa);
+  }
+
+  async putCa(ca: CaRecord): Promise<void> {
+    this.conn
+      .prepare(
+        `INSERT INTO cas (id, kind, tenant, cert_pem, sealed_key, not_before, not_after, status, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, sealed_key = excluded.sealed_key`,
+      )
+      .run(ca.id, ca.kind, ca.tenant ?? null, ca.certPem, ca.sealedKey, ca.notBefore, ca.notAfter, ca.status, ca.createdAt);
+  }
+
+  async putIssuedCert(cert: IssuedCertRecord): Promise<void> {
+    this.conn
+      .prepare(
+        `INSERT INTO issued_certs (serial, ca_id, tenant, agent, kind, spiffe_id, not_before, not_after, revoked_at, revocation_reason, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        cert.serial,
+        cert.caId,
+        cert.tenant,
+        cert.agent,
+        cert.kind,
+        cert.spiffeId ?? null,
+        cert.notBefore,
+        cert.notAfter,
+        cert.revokedAt ?? null,
+        cert.revocationReason ?? null,
+        cert.createdAt,
+      );
+  }
+
+  async getIssuedCert(serial: string): Promise<IssuedCertRecord | undefined> {
+    const row = this.conn.prepare('SELECT * FROM issued_certs WHERE serial = ?').get(serial) as Row | undefined;
+    return row && toIssued(row);
+  }
+
+  async listIssuedCerts(filter: { tenant?: string; agent?: string; caId?: string; revoked?: boolean } = {}): Promise<IssuedCertRecord[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.tenant !== undefined) (where.push('tenant = ?'), args.push(filter.tenant));
+    if (filter.agent !== undefined) (where.push('agent = ?'), args.push(filter.agent));
+    if (filter.caId !== undefined) (where.push('ca_id = ?'), args.push(filter.caId));
+    if (filter.revoked !== undefined) where.push(filter.revoked ? 'revoked_at IS NOT NULL' : 'revoked_at IS NULL');
+    const sql = `SELECT * FROM issued_certs${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY created_at, serial`;
+    return (this.conn.prepare(sql).all(...args) as Row[]).map(toIssued);
+  }
+
+  async revokeCert(serial: string, reason: string, at: string): Promise<IssuedCertRecord | undefined> {
+    this.conn
+      .prepare('UPDATE issued_certs SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND revoked_at IS NULL')
+      .run(at, reason, serial);
+    return this.getIssuedCert(serial);
+  }
+
+  async putBootstrapToken(token: BootstrapTokenRecord): Promise<void> {
+    this.conn
+      .prepare(
+        `INSERT INTO bootstrap_tokens (id, token_hash, tenant, agent, expires_at, used_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(token.id, token.tokenHash, token.tenant, token.agent, token.expiresAt, token.usedAt ?? null, token.createdAt);
+  }
+
+  async consumeBootstrapToken(tokenHash: string, now: string): Promise<ConsumeTokenResult> {
+    // One conditional UPDATE: of two concurrent uses exactly one changes the row.
+    const changed = this.conn
+      .prepare('UPDATE bootstrap_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?')
+      .run(now, tokenHash, now).changes;
+    const row = this.conn.prepare('SELECT * FROM bootstrap_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    if (!row) return { ok: false, reason: 'unknown' };
+    const token = toToken(row);
+    if (changed === 1) return { ok: true, token };
+    return { ok: false, reason: token.usedAt ? 'used' : 'expired', token };
+  }
+
+  async listBootstrapTokens(tenant?: string): Promise<BootstrapTokenRecord[]> {
+    const rows =
+      tenant === undefined
+        ? this.conn.prepare('SELECT * FROM bootstrap_tokens ORDER BY created_at').all()
+        : this.conn.prepare('SELECT * FROM bootstrap_tokens WHERE tenant = ? ORDER BY created_at').all(tenant);
+    return (rows as Row[]).map(toToken);
+  }
+
+  async listSigningKeys(tenant?: string): Promise<SigningKeyRecord[]> {
+    const rows =
+      tenant === undefined
+        ? this.conn.prepare('SELECT * FROM signing_keys ORDER BY created_at').all()
+        : this.conn.prepare('SELECT * FROM signing_keys WHERE tenant = ? ORDER BY created_at').all(tenant);
+    return (rows as Row[]).map(toSigningKey);
+  }
+
+  async putSigningKey(key: SigningKeyRecord): Promise<void> {
+    this.conn
+      .prepare(
+        `INSERT INTO signing_keys (kid, tenant, alg, public_jwk, sealed_private_key, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (kid) DO UPDATE SET status = excluded.status`,
+      )
+      .run(key.kid, key.tenant, key.alg, JSON.stringify(key.publicJwk), key.sealedPrivateKey, key.status, key.createdAt);
+  }
+
+  async putClientSecret(secret: ClientSecretRecord): Promise<void> {
+    this.conn
+      .prepare(
+        `INSERT INTO client_secrets (tenant, agent, secret_hash, created_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (tenant, agent) DO UPDATE SET secret_hash = excluded.secret_hash, created_at = excluded.created_at`,
+      )
+      .run(secret.tenant, secret.agent, secret.secretHash, secret.createdAt);
+  }
+
+  async getClientSecret(tenant: string, agent: string): Promise<ClientSecretRecord | undefined> {
+    const row = this.conn.prepare('SELECT * FROM client_secrets WHERE tenant = ? AND agent = ?').get(tenant, agent) as Row | undefined;
+    return row && { tenant: String(row.tenant), agent: String(row.agent), secretHash: String(row.secret_hash), createdAt: String(row.created_at) };
+  }
+
+  async deleteClientSecret(tenant: string, agent: string): Promise<void> {
+    this.conn.prepare('DELETE FROM client_secrets WHERE tenant = ? AND agent = ?').run(tenant, agent);
+  }
+
+  async appendAudit(record: Omit<AuditRecord, 'seq'>): Promise<AuditRecord> {
+    const info = this.conn
+      .prepare(
+        `INSERT INTO audit_events (time, tenant, actor, action, target, decision, reason, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        record.time,
+        record.tenant ?? null,
+        record.actor ?? null,
+        record.action,
+        record.target ?? null,
+        record.decision,
+        record.reason ?? null,
+        record.requestId ?? null,
+      );
+    return { ...record, seq: Number(info.lastInsertRowid) };
+  }
+
+  async listAudit(filter: { tenant?: string; action?: string; afterSeq?: number; limit?: number } = {}): Promise<AuditRecord[]> {
+    const where: string[] = ['seq > ?'];
+    const args: unknown[] = [filter.afterSeq ?? 0];
+    if (filter.tenant !== undefined) (where.push('tenant = ?'), args.push(filter.tenant));
+    if (filter.action !== undefined) (where.push('action = ?'), args.push(filter.action));
+    args.push(Math.min(Math.max(filter.limit ?? 1000, 1), 10000));
+    const sql = `SELECT * FROM audit_events WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`;
+    return (this.conn.prepare(sql).all(...args) as Row[]).map(toAudit);
   }
 }
