@@ -1,15 +1,21 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { GatewayMetrics, generateAdminToken, hashToken, startAdminServer } from './admin/index.js';
 import { watchConfig, type GatewayConfig } from './config/index.js';
 import { startDataplane, type Dataplane } from './dataplane/index.js';
-import { ensureDevPki, type DevPki } from './identity/devpki.js';
+import { AuditLog } from './audit/index.js';
+import { createRequestAuthenticator, tlsSocketOf } from './identity/authn.js';
+import { BootstrapTokens } from './identity/bootstrap.js';
+import { createIdentityEndpoints } from './identity/endpoints.js';
+import { createTokenService, JwtAuthenticator } from './identity/oauth.js';
+import { startIdentity, type IdentityRuntime, type TlsFiles } from './identity/runtime.js';
 import { Registry } from './registry/index.js';
 import { openStore, type DurableStore } from './store/index.js';
 
 export const ADMIN_TOKEN_META_KEY = 'admin_token_hash';
 export const DEFAULT_TENANT = 'default';
+const DEV_IDENTITY = 'tenant default, agent dev-client';
 
 export interface StartOptions {
   config: GatewayConfig;
@@ -31,6 +37,9 @@ export interface Gateway {
   readonly stateDir: string;
   readonly registry: Registry;
   readonly dataplane: Dataplane;
+  /** Keyring, PKI, client-certificate tracking, serving certificate rotation. */
+  readonly identity: IdentityRuntime;
+  readonly audit: AuditLog;
   /** The admin token generated at first start (only then; it is stored hashed). */
   readonly generatedAdminToken?: string;
   /** The current effective config. */
@@ -59,36 +68,6 @@ async function adminTokenHashes(store: DurableStore, env: NodeJS.ProcessEnv): Pr
   return { hashes, generated };
 }
 
-interface TlsMaterial {
-  cert: string;
-  key: string;
-  clientCa?: string;
-  devPki?: DevPki;
-  certificateFor?: (serverName: string) => Promise<{ cert: string; key: string } | undefined>;
-}
-
-async function tlsMaterial(config: GatewayConfig, stateDir: string): Promise<TlsMaterial> {
-  const tls = config.listeners.tls;
-  const needsDev = !tls.certFile || (tls.mtls.enabled && !tls.mtls.caFile);
-  const devPki = needsDev ? await ensureDevPki(stateDir, config.domain) : undefined;
-  const cert = tls.certFile ? await readFile(tls.certFile, 'utf8') : devPki!.serverCert;
-  const key = tls.keyFile ? await readFile(tls.keyFile, 'utf8') : devPki!.serverKey;
-  const clientCa = tls.mtls.enabled ? (tls.mtls.caFile ? await readFile(tls.mtls.caFile, 'utf8') : devPki!.caCert) : undefined;
-  // With the dev PKI, host-form names (<agent>.<tenant>.<domain>) get a per-tenant wildcard certificate on demand.
-  const suffix = '.' + config.domain;
-  const certificateFor =
-    devPki && !tls.certFile
-      ? async (serverName: string) => {
-          const name = serverName.toLowerCase();
-          if (!name.endsWith(suffix)) return undefined;
-          const labels = name.slice(0, -suffix.length).split('.');
-          if (labels.length !== 2 || !/^[a-z0-9-]{1,63}$/.test(labels[1]!)) return undefined;
-          return devPki.issueServerCert([`*.${labels[1]}${suffix}`]);
-        }
-      : undefined;
-  return { cert, key, clientCa, devPki, certificateFor };
-}
-
 function listenersChanged(a: GatewayConfig, b: GatewayConfig): boolean {
   return JSON.stringify(a.listeners) !== JSON.stringify(b.listeners) || a.limits.maxHeaderBytes !== b.limits.maxHeaderBytes;
 }
@@ -105,8 +84,16 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
   try {
     const token = await adminTokenHashes(store, options.env);
 
+    const audit = new AuditLog(store, logger);
+    cleanup.push(() => audit.flush());
+    const identity = await startIdentity({ config: current, stateDir, env: options.env, store, audit, logger });
+    cleanup.push(() => identity.stop());
+
     const registry = new Registry({ store, logger, healthDefaults: current.healthCheck, cards: current.cards });
+    // Every tenant gets its own intermediate CA before it is stored.
+    registry.onTenantAdded((tenant) => identity.pki.ensureTenant(tenant));
     await registry.load();
+    for (const tenant of registry.listTenants()) await identity.pki.ensureTenant(tenant.name);
     await registry.applyConfig(current.tenants);
     if (registry.listTenants().length === 0 && !(await store.getMeta('default_tenant_created'))) {
       await registry.createTenant(DEFAULT_TENANT);
@@ -117,15 +104,54 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     const metrics = new GatewayMetrics();
     metrics.setEndpointHealthSource(() => registry.endpointHealth());
 
-    const tls = current.listeners.tls.enabled ? await tlsMaterial(current, stateDir) : undefined;
+    // The built-in authorization server's issuer is the gateway's own URL (known once it listens).
+    let publicBaseUrl = '';
+    const tokenService = createTokenService({
+      store,
+      keyring: identity.keyring,
+      trustDomain: identity.pki.trustDomain,
+      issuerBaseUrl: (tenant) => `${publicBaseUrl}/tenants/${tenant}`,
+      config: current,
+      audit: ({ time: _time, ...event }) => audit.record(event),
+      tenantExists: (tenant) => registry.hasTenant(tenant),
+    });
+    const bearer = new JwtAuthenticator({
+      trustDomain: identity.pki.trustDomain,
+      clockSkewMs: current.identity.clockSkewMs,
+      tenants: current.tenants,
+      builtIn: tokenService.builtInIssuers,
+    });
+    const bootstrap = new BootstrapTokens(store, audit);
+    const identityEndpoints = createIdentityEndpoints({ pki: identity.pki, bootstrap, tokens: tokenService, audit, logger });
+    const serving = current.listeners.tls.enabled ? await identity.servingTls() : undefined;
     const dataplane = await startDataplane({
       config: () => current,
       registry,
       refreshCard: (tenant, agent) => registry.refreshCard(tenant, agent),
       telemetry: metrics,
       logger,
-      tls,
+      authenticator: createRequestAuthenticator({
+        certificates: identity.certificates,
+        bearer,
+        audit,
+        requireCertificate: (listener) => listener === 'tls' && current.listeners.tls.mtls.enabled,
+      }),
+      gatewayEndpoints: {
+        handle(ctx) {
+          const socket = tlsSocketOf(ctx.req);
+          const peer = socket ? identity.certificates.forSocket(socket) : undefined;
+          return identityEndpoints.handle(ctx.req, ctx.res, {
+            ...(peer?.result?.ok ? { identity: peer.result.identity } : {}),
+            ...(peer?.certDer ? { certDer: peer.certDer } : {}),
+            requestId: ctx.id,
+          });
+        },
+      },
+      tls: serving && { ...serving, onSecureConnection: (socket) => identity.certificates.accept(socket) },
     });
+    const tlsListener = dataplane.listeners.find((listener) => listener.info.name === 'tls');
+    if (tlsListener) identity.keepCurrent((tls) => tlsListener.setSecureContext?.(tls));
+    publicBaseUrl = (tlsListener?.url ?? dataplane.listeners[0]?.url ?? '').replace(/\/\/(0\.0\.0\.0|\[::\]):/, '//localhost:');
     const drainDataplane = () => dataplane.shutdown(current.timeouts.shutdownDrainMs).then(() => undefined);
     cleanup.push(drainDataplane);
     registry.onEndpointsChanged(() => dataplane.forwarder.prune(registry.liveOrigins()));
@@ -138,6 +164,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       registry,
       metrics,
       logger,
+      identity: { pki: identity.pki, bootstrap, tokens: tokenService, audit, store },
       // Read per admin call (a sub-millisecond SQLite read), so a reset token works without a restart.
       adminTokenHashes: () => currentAdminTokenHashes(store, options.env),
       isReady: () => ready,
@@ -159,6 +186,8 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       current = { ...next, listeners: current.listeners };
       logger.level = next.logging.level;
       registry.updateDefaults(next.healthCheck, next.cards);
+      bearer.update(next.tenants, next.identity.clockSkewMs);
+      tokenService.update(next);
       await registry.applyConfig(next.tenants);
       logger.info({ tenants: next.tenants.length }, 'configuration reloaded');
     };
@@ -205,13 +234,15 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     }
 
     const urls = { tls: urlOf('tls'), plain: urlOf('plain'), admin: admin.url };
-    printBanner(print, { urls, stateDir, devPki: tls?.devPki, generatedToken: token.generated, fromEnv: Boolean(options.env.DMSC_ADMIN_TOKEN), config: current });
+    printBanner(print, { urls, stateDir, tlsFiles: identity.files, trustDomain: identity.pki.trustDomain, generatedToken: token.generated, fromEnv: Boolean(options.env.DMSC_ADMIN_TOKEN), config: current });
 
     return {
       urls,
       stateDir,
       registry,
       dataplane,
+      identity,
+      audit,
       generatedAdminToken: token.generated,
       config: () => current,
       reload,
@@ -228,7 +259,8 @@ function printBanner(
   info: {
     urls: Gateway['urls'];
     stateDir: string;
-    devPki?: DevPki;
+    tlsFiles: TlsFiles;
+    trustDomain: string;
     generatedToken?: string;
     fromEnv: boolean;
     config: GatewayConfig;
@@ -247,11 +279,8 @@ function printBanner(
   print(`  admin API:             ${urls.admin}/admin/v1   (OpenAPI: ${urls.admin}/admin/v1/openapi.json)`);
   print(`  metrics / health:      ${urls.admin}/metrics  ${urls.admin}/healthz  ${urls.admin}/readyz`);
   print(`  state:                 ${info.stateDir}`);
-  if (info.devPki) {
-    print(`  development CA:        ${info.devPki.caCertFile}${info.devPki.created ? ' (generated now)' : ''}`);
-    print(`  server certificate:    ${info.devPki.serverCertFile}`);
-    print(`  dev client cert/key:   ${info.devPki.clientCertFile} ${info.devPki.clientKeyFile}`);
-  }
+  print(`  trust (root CA):       ${info.tlsFiles.caCertFile}   (trust domain ${info.trustDomain})`);
+  print(`  dev client cert/key:   ${info.tlsFiles.clientCertFile} ${info.tlsFiles.clientKeyFile}   (${DEV_IDENTITY})`);
   print(`  address an agent as:   ${urls.plain ?? urls.tls}/agents/<tenant>/<agent>/...  or  <agent>.<tenant>.${info.config.domain}`);
   if (info.generatedToken) {
     print('');

@@ -304,7 +304,7 @@ describe('A2A through the gateway with the official @a2a-js/sdk', () => {
     let fetchImpl: FetchLike;
     before(() => {
       // Trust the gateway's development CA and offer h2; record what ALPN settled on.
-      const connector = buildConnector({ ca: gw.caCert, allowH2: true });
+      const connector = buildConnector({ ca: gw.caCert, cert: gw.clientCert, key: gw.clientKey, allowH2: true });
       dispatcher = new Agent({
         allowH2: true,
         connect: (options, callback) =>

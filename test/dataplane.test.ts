@@ -240,10 +240,16 @@ describe('TLS listener', () => {
     });
   }
 
-  it('refuses a client without a certificate when mTLS is on', async () => {
+  it('refuses a client without a certificate when mTLS is on: 401 JSON that says why, audited', async () => {
+    const before = agent.seen.length;
     const result = await curl(['--http1.1', '--cacert', path.join(tlsDir, 'ca.crt'), `${gw.tlsUrl}/agents/acme/secure/`]);
-    assert.equal(result.status, 0);
-    assert.notEqual(result.code, 0);
+    assert.equal(result.status, 401, result.stderr);
+    const body = JSON.parse(result.body) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'unauthenticated');
+    assert.match(body.error.message, /client certificate/);
+    assert.equal(agent.seen.length, before, 'the agent never sees the request');
+    const records = await gw.gateway.audit.list({ action: 'authn' });
+    assert.ok(records.some((r) => r.decision === 'deny' && /no_credentials/.test(r.reason ?? '')));
   });
 
   it('refuses a client limited to TLS 1.2', async () => {
@@ -298,7 +304,7 @@ describe('HTTP/2 and gRPC-style passthrough', () => {
   });
 
   it('relays gRPC over h2c to the agent with trailers, addressed by host name', async () => {
-    const client = http2.connect(gw.tlsUrl, { ca: gw.caCert, servername: 'rpc.acme.dmsc.localhost' });
+    const client = http2.connect(gw.tlsUrl, { ca: gw.caCert, cert: gw.clientCert, key: gw.clientKey, servername: 'rpc.acme.dmsc.localhost' });
     try {
       const stream = client.request({
         ':method': 'POST',
@@ -326,7 +332,7 @@ describe('HTTP/2 and gRPC-style passthrough', () => {
   });
 
   it('answers a gRPC call for an unknown agent with a gRPC status, not JSON', async () => {
-    const client = http2.connect(gw.tlsUrl, { ca: gw.caCert });
+    const client = http2.connect(gw.tlsUrl, { ca: gw.caCert, cert: gw.clientCert, key: gw.clientKey });
     try {
       const stream = client.request({ ':method': 'POST', ':path': '/agents/acme/missing/x.Y/Z', 'content-type': 'application/grpc' });
       stream.end();

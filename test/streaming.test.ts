@@ -94,7 +94,7 @@ describe('100 MB bodies stream through with flat gateway memory', () => {
       [
         'listeners:',
         '  tls: { enabled: false }',
-        '  plain: { host: 127.0.0.1, port: 0 }',
+        '  plain: { host: 127.0.0.1, port: 0, allowAnonymous: true }',
         '  admin: { host: 127.0.0.1, port: 0 }',
         'logging: { level: warn }',
         'tenants:',

@@ -28,6 +28,7 @@ export const OVERRIDABLE_SETTINGS: readonly OverridableSetting[] = [
   { path: ['listeners', 'plain', 'enabled'], flag: 'no-plain', flagValue: false, env: 'DMSC_PLAIN', kind: 'boolean', help: 'disable the plaintext local ingress' },
   { path: ['listeners', 'plain', 'host'], flag: 'plain-host', placeholder: 'HOST', env: 'DMSC_PLAIN_HOST', kind: 'string', help: 'plaintext ingress host' },
   { path: ['listeners', 'plain', 'port'], flag: 'plain-port', placeholder: 'PORT', env: 'DMSC_PLAIN_PORT', kind: 'port', help: 'plaintext ingress port' },
+  { path: ['listeners', 'plain', 'allowAnonymous'], flag: 'allow-anonymous', flagValue: true, env: 'DMSC_PLAIN_ALLOW_ANONYMOUS', kind: 'boolean', help: 'let requests without credentials through the plaintext local ingress' },
   { path: ['listeners', 'admin', 'host'], flag: 'admin-host', placeholder: 'HOST', env: 'DMSC_ADMIN_HOST', kind: 'string', help: 'Admin API host' },
   { path: ['listeners', 'admin', 'port'], flag: 'admin-port', placeholder: 'PORT', env: 'DMSC_ADMIN_PORT', kind: 'port', help: 'Admin API port' },
 ];

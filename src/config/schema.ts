@@ -117,6 +117,8 @@ const tlsListenerSchema = z
     /** PEM files; when absent a development CA and server certificate are generated in the state dir. */
     certFile: z.string().optional(),
     keyFile: z.string().optional(),
+    /** Let requests without a certificate or token through (as no identity). Off by default. */
+    allowAnonymous: z.boolean().default(false),
     mtls: z
       .object({
         enabled: z.boolean().default(false),

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Identity } from '../identity/spiffe.js';
 import type { AgentRuntime, EndpointState } from '../registry/types.js';
 import { nextTraceparent, requestIdFrom } from './ids.js';
 
@@ -29,6 +30,8 @@ export class RequestContext {
   readonly http2: boolean;
   /** gRPC over HTTP/2: errors become grpc-status trailers-only responses. */
   readonly grpc: boolean;
+  /** Who is calling, once the authenticate stage has run (undefined: anonymous on a listener that allows it). */
+  identity: Identity | undefined = undefined;
   target: TargetAddress | undefined = undefined;
   agent: AgentRuntime | undefined = undefined;
   endpoint: EndpointState | undefined = undefined;

@@ -13,6 +13,9 @@ export class GatewayError extends Error {
 
 export const errors = {
   notFound: (message: string) => new GatewayError(404, 'not_found', message),
+  /** `reason` is machine-readable (expired, revoked, unknown_ca, wrong_tenant, bad_spiffe_id, bad_token, no_credentials). */
+  unauthenticated: (reason: string, message: string) =>
+    new GatewayError(401, 'unauthenticated', message, { 'www-authenticate': 'Bearer realm="dmsc"', 'x-dmsc-auth-failure': reason }),
   noHealthyEndpoint: (agent: string) =>
     new GatewayError(503, 'no_healthy_endpoint', `agent ${agent} has no healthy endpoint`, { 'retry-after': '1' }),
   overloaded: () =>

@@ -20,6 +20,7 @@ const DROP_REQUEST = new Set([
   'traceparent',
   'x-dmsc-request-id',
   'x-dmsc-routed-to',
+  'x-dmsc-caller', // set by the gateway from the authenticated identity; never trusted from the caller
   'x-forwarded-proto',
   'x-forwarded-host',
 ]);
@@ -59,6 +60,8 @@ export function upstreamRequestHeaders(ctx: RequestContext, forGrpc: boolean): s
     const lower = name.toLowerCase();
     if (DROP_REQUEST.has(lower)) continue;
     if (listed?.has(lower)) continue;
+    // A bearer token the gateway consumed to authenticate the caller is not passed on to the agent.
+    if (lower === 'authorization' && ctx.identity?.via === 'jwt') continue;
     if (lower === 'x-forwarded-for') {
       forwardedFor = forwardedFor ? `${forwardedFor}, ${raw[i + 1]}` : raw[i + 1];
       continue;
@@ -78,6 +81,7 @@ export function upstreamRequestHeaders(ctx: RequestContext, forGrpc: boolean): s
     'traceparent',
     ctx.traceparent,
   );
+  if (ctx.identity) out.push('x-dmsc-caller', ctx.identity.spiffeId);
   if (forGrpc) out.push('te', 'trailers');
   return out;
 }

@@ -6,12 +6,25 @@ import { pickRoundRobin } from '../routing/balancer.js';
 import { Forwarder } from './forwarder.js';
 import { startPlainListener, startTlsListener, type ListenerHandle } from './listeners.js';
 import { Pipeline } from './pipeline.js';
-import { accessLogStage, agentCardStage, balanceStage, forwardStage, limitStage, routeStage } from './stages.js';
+import type { TLSSocket } from 'node:tls';
+import {
+  accessLogStage,
+  agentCardStage,
+  authenticateStage,
+  balanceStage,
+  forwardStage,
+  gatewayEndpointsStage,
+  limitStage,
+  routeStage,
+  type GatewayEndpoints,
+  type RequestAuthenticator,
+} from './stages.js';
 
 export { GatewayError, errors } from './errors.js';
 export type { RequestContext, ListenerInfo } from './context.js';
 export { STOP, type Stage } from './pipeline.js';
 export { formatUrl, type ListenerHandle } from './listeners.js';
+export type { AuthOutcome, GatewayEndpoints, RequestAuthenticator } from './stages.js';
 
 export interface DataplaneOptions {
   /** Read on every request, so a reload takes effect at once. */
@@ -20,11 +33,17 @@ export interface DataplaneOptions {
   refreshCard: (tenant: string, agent: string) => Promise<{ cardError?: string }>;
   telemetry: DataplaneTelemetry;
   logger: Logger;
+  /** Who is calling (client certificate or bearer token); see authenticateStage. */
+  authenticator: RequestAuthenticator;
+  /** Enrollment, trust bundles, CRLs, OAuth: answered by the gateway before authentication. */
+  gatewayEndpoints?: GatewayEndpoints;
   tls?: {
     cert: string;
     key: string;
+    /** CAs client certificates may chain to; with it every handshake asks for a certificate. */
     clientCa?: string;
     certificateFor?: (serverName: string) => Promise<{ cert: string; key: string } | undefined>;
+    onSecureConnection?: (socket: TLSSocket) => boolean;
   };
 }
 
@@ -51,11 +70,16 @@ export async function startDataplane(options: DataplaneOptions): Promise<Datapla
     isDraining: () => draining,
   });
   const limits = limitStage(() => config().limits);
-  // authenticate/authorize stages arrive with the identity and tenancy work; the TLS listener already
-  // refuses clients without a certificate from the configured CA when mTLS is on.
+  // The authorize stage (policy) arrives with the tenancy work.
+  const allowAnonymous = (listener: string) => {
+    const listeners = config().listeners;
+    return listener === 'plain' ? listeners.plain.allowAnonymous : listener === 'tls' && listeners.tls.allowAnonymous;
+  };
   const pipeline = new Pipeline({
     stages: [
       limits,
+      ...(options.gatewayEndpoints ? [gatewayEndpointsStage(options.gatewayEndpoints, () => config().domain)] : []),
+      authenticateStage(options.authenticator, allowAnonymous),
       routeStage(registry, () => config().domain),
       agentCardStage(registry, options.refreshCard),
       balanceStage(),
@@ -82,7 +106,7 @@ export async function startDataplane(options: DataplaneOptions): Promise<Datapla
           key: options.tls.key,
           clientCa: options.tls.clientCa,
           certificateFor: options.tls.certificateFor,
-          mtls: tlsConfig.mtls.enabled,
+          onSecureConnection: options.tls.onSecureConnection,
           maxHeaderBytes: current.limits.maxHeaderBytes,
           handle: pipeline.handle,
           telemetry,

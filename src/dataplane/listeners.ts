@@ -35,9 +35,10 @@ export interface CommonListenerOptions {
 export interface TlsListenerOptions extends CommonListenerOptions {
   cert: string;
   key: string;
-  /** Client certificates must chain to these when mTLS is on. */
+  /** CAs that client certificates may chain to (asked for on every handshake when set). */
   clientCa?: string;
-  mtls: boolean;
+  /** Called after each handshake (client certificate authentication); false closes the connection. */
+  onSecureConnection?: (socket: TLSSocket) => boolean;
   /** Certificate for a server name the default certificate does not cover (the dev PKI issues them). */
   certificateFor?: (serverName: string) => Promise<{ cert: string; key: string } | undefined>;
 }
@@ -96,6 +97,7 @@ export function formatUrl(scheme: string, host: string, port: number): string {
 export async function startTlsListener(options: TlsListenerOptions): Promise<ListenerHandle> {
   const info: ListenerInfo = { name: options.name, scheme: 'https' };
   const contexts = new Map<string, Promise<SecureContext | undefined>>();
+  let clientCa = options.clientCa;
   const MAX_CONTEXTS = 1000;
   const certificateFor = options.certificateFor;
   const SNICallback = certificateFor
@@ -105,12 +107,7 @@ export async function startTlsListener(options: TlsListenerOptions): Promise<Lis
           if (contexts.size >= MAX_CONTEXTS) contexts.delete(contexts.keys().next().value!);
           context = certificateFor(serverName).then((pair) =>
             pair
-              ? tls.createSecureContext({
-                  cert: pair.cert,
-                  key: pair.key,
-                  ca: options.mtls ? options.clientCa : undefined,
-                  minVersion: 'TLSv1.3',
-                })
+              ? tls.createSecureContext({ cert: pair.cert, key: pair.key, ca: clientCa, minVersion: 'TLSv1.3' })
               : undefined,
           );
           contexts.set(serverName, context);
@@ -125,9 +122,12 @@ export async function startTlsListener(options: TlsListenerOptions): Promise<Lis
     SNICallback,
     cert: options.cert,
     key: options.key,
-    ca: options.mtls ? options.clientCa : undefined,
-    requestCert: options.mtls,
-    rejectUnauthorized: options.mtls,
+    ca: clientCa,
+    // Certificates are asked for and verified on every handshake but judged per request (the
+    // authenticate stage): a refusal is then a 401 that says why and is audited, and /enroll stays
+    // reachable for agents that have no certificate yet.
+    requestCert: Boolean(clientCa),
+    rejectUnauthorized: false,
     minVersion: 'TLSv1.3',
     allowHTTP1: true,
     settings: { maxHeaderListSize: Math.max(options.maxHeaderBytes * 2, 65536) },
@@ -142,6 +142,10 @@ export async function startTlsListener(options: TlsListenerOptions): Promise<Lis
   const sockets = new Set<TLSSocket>();
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on('secureConnection', (socket: TLSSocket) => {
+    if (options.onSecureConnection && !options.onSecureConnection(socket)) {
+      socket.destroy();
+      return;
+    }
     socket.setNoDelay(true);
     sockets.add(socket);
     options.telemetry.connectionOpened(info.name);
@@ -177,12 +181,9 @@ export async function startTlsListener(options: TlsListenerOptions): Promise<Lis
       for (const socket of sockets) socket.destroy();
     },
     setSecureContext(context) {
-      server.setSecureContext({
-        cert: context.cert,
-        key: context.key,
-        ca: options.mtls ? (context.ca ?? options.clientCa) : undefined,
-        minVersion: 'TLSv1.3',
-      });
+      if (context.ca !== undefined) clientCa = context.ca;
+      server.setSecureContext({ cert: context.cert, key: context.key, ca: clientCa, minVersion: 'TLSv1.3' });
+      contexts.clear(); // per-name certificates are re-issued with the new trust on next use
     },
   };
 }

@@ -197,3 +197,62 @@ export function accessLogStage(logger: Logger, enabled: () => boolean): Stage {
   };
 }
 
+
+/** What the authenticate stage learns about a request: undefined when it carries no credentials. */
+export type AuthOutcome =
+  | { ok: true; identity: NonNullable<RequestContext['identity']> }
+  | { ok: false; reason: string; detail: string }
+  | undefined;
+
+export interface RequestAuthenticator {
+  /** From the connection's client certificate and/or the request's bearer token. */
+  authenticate(ctx: RequestContext): AuthOutcome | Promise<AuthOutcome>;
+  /** A refusal, for the audit trail. */
+  refused(ctx: RequestContext, reason: string, detail: string): void;
+}
+
+/**
+ * Maps a verified client certificate or bearer token to one identity for the rest of the pipeline.
+ * Requests with neither are refused (401) unless the listener explicitly allows anonymous traffic.
+ */
+export function authenticateStage(authenticator: RequestAuthenticator, allowAnonymous: (listener: string) => boolean): Stage {
+  const decide = (ctx: RequestContext, outcome: AuthOutcome): void => {
+    if (outcome?.ok) {
+      ctx.identity = outcome.identity;
+      return;
+    }
+    if (outcome === undefined) {
+      if (allowAnonymous(ctx.listener.name)) return;
+      authenticator.refused(ctx, 'no_credentials', 'no client certificate or bearer token');
+      throw errors.unauthenticated('no_credentials', 'authentication required: present a client certificate or a bearer token');
+    }
+    authenticator.refused(ctx, outcome.reason, outcome.detail);
+    throw errors.unauthenticated(outcome.reason, `authentication failed (${outcome.reason}): ${outcome.detail}`);
+  };
+  return {
+    name: 'authenticate',
+    run(ctx) {
+      const outcome = authenticator.authenticate(ctx);
+      if (outcome instanceof Promise) return outcome.then((value) => decide(ctx, value));
+      decide(ctx, outcome);
+      return undefined;
+    },
+  };
+}
+
+/** Gateway-served endpoints that precede authentication (enrollment, trust bundles, CRLs, OAuth). */
+export interface GatewayEndpoints {
+  /** Answers and returns true for its own paths; returns false, touching nothing, otherwise. */
+  handle(ctx: RequestContext): boolean;
+}
+
+export function gatewayEndpointsStage(endpoints: GatewayEndpoints, domain: () => string): Stage {
+  return {
+    name: 'gateway-endpoints',
+    run(ctx) {
+      // A request addressed to an agent (by path or host) is the agent's, whatever its path.
+      if (parseTarget(ctx, domain())) return undefined;
+      return endpoints.handle(ctx) ? STOP : undefined;
+    },
+  };
+}

@@ -53,6 +53,7 @@ export class Registry implements RegistryView, RegistryAdmin {
   private readonly dispatcher = new UndiciAgent({ connections: 4, keepAliveTimeout: 10_000, pipelining: 1 });
   private readonly health: HealthChecker;
   private readonly changeListeners: Array<() => void> = [];
+  private readonly tenantListeners: Array<(tenant: string) => Promise<void>> = [];
   private started = false;
   private stopped: Promise<void> | undefined;
   /** Serialises writes so concurrent API calls and reloads cannot interleave half-applied changes. */
@@ -97,6 +98,11 @@ export class Registry implements RegistryView, RegistryAdmin {
   /** Called after endpoints were added or removed (the forwarder drops pools it no longer needs). */
   onEndpointsChanged(listener: () => void): void {
     this.changeListeners.push(listener);
+  }
+
+  /** Called (and awaited) before a new tenant is stored, e.g. to create its certificate authority. */
+  onTenantAdded(listener: (tenant: string) => Promise<void>): void {
+    this.tenantListeners.push(listener);
   }
 
   liveOrigins(): Set<string> {
@@ -313,6 +319,7 @@ export class Registry implements RegistryView, RegistryAdmin {
   }
 
   private async saveTenant(record: TenantRecord): Promise<void> {
+    if (!this.tenants.has(record.name)) for (const listener of this.tenantListeners) await listener(record.name);
     await this.store.putTenant(record);
     this.tenants.set(record.name, record);
   }

@@ -15,8 +15,13 @@ export interface TestGateway {
   tlsUrl: string;
   adminUrl: string;
   stateDir: string;
-  /** PEM of the CA that signed the gateway's serving certificate (the dev CA). */
+  /** PEM of the root CA that signed the gateway's serving certificate. */
   caCert: string;
+  /** The development client identity (tenant default, agent dev-client): chain and key PEM, and their files. */
+  clientCert: string;
+  clientKey: string;
+  clientCertFile: string;
+  clientKeyFile: string;
   admin(method: string, pathname: string, body?: unknown): Promise<{ status: number; body: any }>;
   /** Stops the gateway; keeps the state dir unless `removeState` (default true). */
   close(removeState?: boolean): Promise<void>;
@@ -36,7 +41,8 @@ export async function startTestGateway(raw: Raw = {}, opts: { stateDir?: string;
     listeners: {
       ...listeners,
       tls: { host: '127.0.0.1', port: 0, ...(listeners.tls as Raw) },
-      plain: { host: '127.0.0.1', port: 0, ...(listeners.plain as Raw) },
+      // Most tests are about forwarding, not authentication: local plaintext traffic is anonymous here.
+      plain: { host: '127.0.0.1', port: 0, allowAnonymous: true, ...(listeners.plain as Raw) },
       admin: { host: '127.0.0.1', port: 0, ...(listeners.admin as Raw) },
     },
     logging: { level: opts.logLevel ?? 'silent', ...(raw.logging as Raw) },
@@ -50,6 +56,10 @@ export async function startTestGateway(raw: Raw = {}, opts: { stateDir?: string;
   });
   const { readFile } = await import('node:fs/promises');
   const caCert = await readFile(path.join(stateDir, 'tls', 'ca.crt'), 'utf8').catch(() => '');
+  const clientCertFile = path.join(stateDir, 'tls', 'client.crt');
+  const clientKeyFile = path.join(stateDir, 'tls', 'client.key');
+  const clientCert = await readFile(clientCertFile, 'utf8');
+  const clientKey = await readFile(clientKeyFile, 'utf8');
   const adminUrl = gateway.urls.admin;
   return {
     gateway,
@@ -58,6 +68,10 @@ export async function startTestGateway(raw: Raw = {}, opts: { stateDir?: string;
     adminUrl,
     stateDir,
     caCert,
+    clientCert,
+    clientKey,
+    clientCertFile,
+    clientKeyFile,
     async admin(method, pathname, body) {
       const response = await fetch(adminUrl + pathname, {
         method,
