@@ -89,7 +89,13 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     const identity = await startIdentity({ config: current, stateDir, env: options.env, store, audit, logger });
     cleanup.push(() => identity.stop());
 
-    const registry = new Registry({ store, logger, healthDefaults: current.healthCheck, cards: current.cards });
+    const registry = new Registry({
+      store,
+      logger,
+      healthDefaults: current.healthCheck,
+      cards: current.cards,
+      tlsDispatcher: (tenant, agent) => identity.upstreamDispatcher(tenant, agent),
+    });
     // Every tenant gets its own intermediate CA before it is stored.
     registry.onTenantAdded((tenant) => identity.pki.ensureTenant(tenant));
     await registry.load();
@@ -136,6 +142,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
         audit,
         requireCertificate: (listener) => listener === 'tls' && current.listeners.tls.mtls.enabled,
       }),
+      upstreamTls: (agent) => identity.upstreamTls(agent),
       gatewayEndpoints: {
         handle(ctx) {
           const socket = tlsSocketOf(ctx.req);

@@ -233,7 +233,12 @@ describe('admin listener on a running gateway', () => {
       (await gw.admin('POST', '/admin/v1/tenants/doc/agents', { name: 'doc-agent', endpoints: [agentUpstream.url] })).status,
       201,
     );
+    const { generateKeyAndCsr } = await import('../src/identity/keygen.js');
+    const issued = await gw.gateway.identity.pki.issueFromCsr('doc', 'doc-agent', (await generateKeyAndCsr('doc-agent')).csrPem);
     const bodies: Record<string, unknown> = {
+      createBootstrapToken: { ttlMs: 600_000 },
+      revokeCertificate: { reason: 'superseded' },
+      revokeAgentCertificates: { reason: 'superseded' },
       createTenant: { name: 'doc-other' },
       createAgent: { name: 'doc-agent-2', endpoints: [agentUpstream.url] },
       putAgent: { endpoints: [agentUpstream.url], tags: ['replaced'] },
@@ -246,7 +251,7 @@ describe('admin listener on a running gateway', () => {
     const rank = (o: { method: string; path: string }) => (o.method !== 'DELETE' ? 0 : o.path.includes('{agent}') ? 1 : 2);
     operations.sort((a, b) => rank(a) - rank(b));
     for (const op of operations) {
-      const path = op.path.replace('{tenant}', 'doc').replace('{agent}', 'doc-agent');
+      const path = op.path.replace('{tenant}', 'doc').replace('{agent}', 'doc-agent').replace('{serial}', issued.serial);
       const res = await raw(gw.adminUrl + path, {
         method: op.method,
         headers: { ...auth, ...(bodies[op.operationId] ? { 'content-type': 'application/json' } : {}) },

@@ -16,6 +16,14 @@ const SCHEMA_NAMES = new Map<z.ZodType, string>([
   [schemas.gatewayStatus, 'GatewayStatus'],
   [schemas.probeStatus, 'ProbeStatus'],
   [schemas.errorBody, 'Error'],
+  [schemas.createBootstrapTokenBody, 'CreateBootstrapTokenRequest'],
+  [schemas.bootstrapTokenCreated, 'BootstrapToken'],
+  [schemas.certificateRecord, 'Certificate'],
+  [schemas.certificateList, 'CertificateList'],
+  [schemas.revokeBody, 'RevokeRequest'],
+  [schemas.revokedSerials, 'RevokedSerials'],
+  [schemas.clientSecretCreated, 'ClientSecret'],
+  [schemas.auditList, 'AuditList'],
 ]);
 
 const STANDARD_FORMATS = new Set(['date-time', 'date', 'time', 'duration', 'email', 'hostname', 'ipv4', 'ipv6', 'uri', 'uri-reference', 'uuid', 'regex']);
@@ -27,6 +35,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   409: 'conflict (already exists) or managed_by_config (defined in the config file)',
   413: 'body_too_large: request body over 1 MiB',
   415: 'unsupported_media_type: the body must be application/json',
+  501: 'not_configured: the built-in identity (or its OAuth token service) is not enabled',
 };
 
 /** JSON Schema 2020-12 (what OpenAPI 3.1 uses) for schemas, request bodies as accepted (input), responses as sent (output). */
@@ -68,16 +77,27 @@ function ref(schema: z.ZodType): JsonObject {
   return { $ref: `#/components/schemas/${SCHEMA_NAMES.get(schema)}` };
 }
 
+function inlineSchema(schema: z.ZodType): JsonObject {
+  const json = z.toJSONSchema(schema, { io: 'input' }) as JsonObject;
+  delete json.$schema;
+  return json;
+}
+
 function pathParameters(path: string): JsonObject[] {
-  const nameJsonSchema = z.toJSONSchema(nameSchema);
-  delete (nameJsonSchema as JsonObject).$schema;
-  return [...path.matchAll(/\{(\w+)\}/g)].map((match) => ({
-    name: match[1],
-    in: 'path',
-    required: true,
-    description: `${match[1]} name (a DNS label)`,
-    schema: nameJsonSchema,
-  }));
+  return [...path.matchAll(/\{(\w+)\}/g)].map((match) =>
+    match[1] === 'serial'
+      ? { name: 'serial', in: 'path', required: true, description: 'certificate serial number (hex)', schema: inlineSchema(schemas.serialSchema) }
+      : { name: match[1], in: 'path', required: true, description: `${match[1]} name (a DNS label)`, schema: inlineSchema(nameSchema) },
+  );
+}
+
+function queryParameters(query: z.ZodObject | undefined): JsonObject[] {
+  if (!query) return [];
+  return Object.entries(query.shape).map(([name, field]) => {
+    const schema = inlineSchema(field as z.ZodType);
+    const { description, ...rest } = schema;
+    return { name, in: 'query', required: false, ...(description ? { description } : {}), schema: rest };
+  });
 }
 
 function operation(r: Route): JsonObject {
@@ -99,14 +119,14 @@ function operation(r: Route): JsonObject {
       content: { 'application/json': { schema: ref(schemas.errorBody) } },
     };
   }
-  const parameters = pathParameters(r.path);
+  const parameters = [...pathParameters(r.path), ...queryParameters(r.query)];
   return {
     operationId: r.operationId,
     summary: r.summary,
     tags: [r.tag],
     security: r.auth ? [{ bearer: [] }] : [],
     ...(parameters.length ? { parameters } : {}),
-    ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: ref(r.body) } } } } : {}),
+    ...(r.body ? { requestBody: { required: !r.bodyOptional, content: { 'application/json': { schema: ref(r.body) } } } } : {}),
     responses,
   };
 }
@@ -132,6 +152,8 @@ export function buildOpenApiDocument(routes: readonly Route[], version: string):
       { name: 'status', description: 'The gateway itself' },
       { name: 'tenants', description: 'Isolated namespaces' },
       { name: 'agents', description: 'Workloads registered under a tenant, with their endpoints (replicas)' },
+      { name: 'identity', description: 'Built-in CA: enrollment tokens, issued certificates, revocation, OAuth client secrets' },
+      { name: 'audit', description: 'The audit trail' },
     ],
     paths,
     components: {

@@ -1,4 +1,9 @@
 import type { z } from 'zod';
+import type { AuditLog } from '../audit/index.js';
+import type { BootstrapTokens } from '../identity/bootstrap.js';
+import type { TokenService } from '../identity/oauth.js';
+import { PkiError, type Pki } from '../identity/types.js';
+import type { IdentityStore } from '../store/types.js';
 import type { RegistryAdmin } from '../registry/types.js';
 import { AdminError, type Reply } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -6,6 +11,16 @@ import { GATEWAY_VERSION } from './version.js';
 import {
   agentList,
   agentView,
+  auditList,
+  auditQuery,
+  bootstrapTokenCreated,
+  certificateList,
+  certificateRecord,
+  certificatesQuery,
+  clientSecretCreated,
+  createBootstrapTokenBody,
+  revokeBody,
+  revokedSerials,
   createAgentBody,
   createTenantBody,
   gatewayStatus,
@@ -23,9 +38,22 @@ export interface StatusSnapshot {
   stateDir: string;
 }
 
+/** The identity parts the Admin API drives (enrollment tokens, certificates, client secrets, audit). */
+export interface AdminIdentity {
+  pki: Pki;
+  bootstrap: BootstrapTokens;
+  /** The OAuth token service; without it the client-secret route answers 501. */
+  tokens?: Pick<TokenService, 'createClientSecret'>;
+  audit: AuditLog;
+  /** Where issued certificates are listed from (the durable store). */
+  store: Pick<IdentityStore, 'listIssuedCerts'>;
+}
+
 /** What route handlers may use. */
 export interface AdminContext {
   registry: RegistryAdmin;
+  /** Absent when the gateway runs without its built-in identity (routes that need it answer 501). */
+  identity?: AdminIdentity;
   metrics: GatewayMetrics;
   isReady(): boolean;
   status(): StatusSnapshot;
@@ -49,15 +77,22 @@ export interface Route<Body = unknown> {
   path: string;
   operationId: string;
   summary: string;
-  tag: 'health' | 'status' | 'tenants' | 'agents';
+  tag: 'health' | 'status' | 'tenants' | 'agents' | 'identity' | 'audit';
   /** Whether the route requires `Authorization: Bearer <admin token>`. */
   auth: boolean;
   /** The JSON request body, validated before the handler runs. */
   body?: z.ZodType<Body>;
+  /** A POST whose body may be left out entirely (then validated as `{}`). */
+  bodyOptional?: boolean;
+  /** Query parameters (all optional strings), validated before the handler runs. */
+  query?: z.ZodObject;
   responses: Record<number, ResponseSpec>;
   /** Error statuses this route can answer besides the generic ones (401, 400/413/415 for bodies). */
   errors: number[];
-  handle(input: { params: Record<string, string>; body: Body }, ctx: AdminContext): Reply | Promise<Reply>;
+  handle(
+    input: { params: Record<string, string>; body: Body; query: Record<string, string | undefined> },
+    ctx: AdminContext,
+  ): Reply | Promise<Reply>;
 }
 
 function route<Body = undefined>(definition: Route<Body>): Route {
@@ -75,6 +110,24 @@ function agentOrThrow(ctx: AdminContext, tenant: string, name: string) {
   const agent = ctx.registry.getAgent(tenant, name);
   if (!agent) throw new AdminError(404, 'not_found', `agent "${name}" does not exist in tenant "${tenant}"`);
   return agent;
+}
+
+function identityOrThrow(ctx: AdminContext): AdminIdentity {
+  if (!ctx.identity) throw new AdminError(501, 'not_configured', 'the built-in identity (CA, enrollment) is not enabled on this gateway');
+  return ctx.identity;
+}
+
+/** PKI failures in Admin API words. */
+async function pkiCall<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof PkiError) {
+      const status = err.code === 'not_found' || err.code === 'unknown_tenant' ? 404 : 400;
+      throw new AdminError(status, status === 404 ? 'not_found' : 'invalid', err.message);
+    }
+    throw err;
+  }
 }
 
 const TENANT = '/admin/v1/tenants/{tenant}';
@@ -292,5 +345,116 @@ export const adminRoutes: readonly Route[] = [
     responses: { 200: { description: 'the agent after the refresh', schema: agentView } },
     errors: [404],
     handle: async ({ params }, ctx) => ({ status: 200, json: await ctx.registry.refreshCard(params.tenant!, params.agent!) }),
+  }),
+  route<z.output<typeof createBootstrapTokenBody>>({
+    method: 'POST',
+    path: `${AGENT}/bootstrap-tokens`,
+    operationId: 'createBootstrapToken',
+    summary: 'Create a one-time enrollment token for the agent (POST /enroll on the agent listener)',
+    tag: 'identity',
+    auth: true,
+    body: createBootstrapTokenBody,
+    bodyOptional: true,
+    responses: { 201: { description: 'created; the token is shown only now', schema: bootstrapTokenCreated } },
+    errors: [404, 501],
+    handle: async ({ params, body }, ctx) => {
+      const identity = identityOrThrow(ctx);
+      agentOrThrow(ctx, params.tenant!, params.agent!);
+      const created = await identity.bootstrap.create(params.tenant!, params.agent!, body.ttlMs, 'admin-token');
+      return { status: 201, json: { ...created, tenant: params.tenant!, agent: params.agent! } };
+    },
+  }),
+  route({
+    method: 'GET',
+    path: `${TENANT}/certificates`,
+    operationId: 'listCertificates',
+    summary: "Certificates issued by the tenant's CA (filter with ?agent= and ?revoked=true|false)",
+    tag: 'identity',
+    auth: true,
+    query: certificatesQuery,
+    responses: { 200: { description: 'issued certificates', schema: certificateList } },
+    errors: [404, 501],
+    handle: async ({ params, query }, ctx) => {
+      const identity = identityOrThrow(ctx);
+      tenantOrThrow(ctx, params.tenant!);
+      const certificates = await identity.store.listIssuedCerts({
+        tenant: params.tenant!,
+        ...(query.agent ? { agent: query.agent } : {}),
+        ...(query.revoked ? { revoked: query.revoked === 'true' } : {}),
+      });
+      return { status: 200, json: { certificates } };
+    },
+  }),
+  route<z.output<typeof revokeBody>>({
+    method: 'POST',
+    path: '/admin/v1/certificates/{serial}/revoke',
+    operationId: 'revokeCertificate',
+    summary: "Revoke one certificate; its CA's CRL is regenerated and live connections using it are closed",
+    tag: 'identity',
+    auth: true,
+    body: revokeBody,
+    responses: { 200: { description: 'the revoked certificate', schema: certificateRecord } },
+    errors: [404, 501],
+    handle: async ({ params, body }, ctx) => {
+      const identity = identityOrThrow(ctx);
+      const record = await pkiCall(() => identity.pki.revoke(params.serial!.toLowerCase(), body.reason, 'admin-token'));
+      return { status: 200, json: record };
+    },
+  }),
+  route<z.output<typeof revokeBody>>({
+    method: 'POST',
+    path: `${AGENT}/revoke`,
+    operationId: 'revokeAgentCertificates',
+    summary: "Revoke every unexpired certificate of the agent",
+    tag: 'identity',
+    auth: true,
+    body: revokeBody,
+    responses: { 200: { description: 'the serials revoked now', schema: revokedSerials } },
+    errors: [404, 501],
+    handle: async ({ params, body }, ctx) => {
+      const identity = identityOrThrow(ctx);
+      tenantOrThrow(ctx, params.tenant!);
+      const revoked = await pkiCall(() => identity.pki.revokeAgent(params.tenant!, params.agent!, body.reason, 'admin-token'));
+      return { status: 200, json: { revoked } };
+    },
+  }),
+  route({
+    method: 'POST',
+    path: `${AGENT}/client-secret`,
+    operationId: 'createClientSecret',
+    summary: 'Create (or replace) the OAuth client secret of the agent (client-credentials grant)',
+    tag: 'identity',
+    auth: true,
+    responses: { 201: { description: 'created; the secret is shown only now', schema: clientSecretCreated } },
+    errors: [404, 501],
+    handle: async ({ params }, ctx) => {
+      const tokens = identityOrThrow(ctx).tokens;
+      if (!tokens) throw new AdminError(501, 'not_configured', 'the OAuth token service is not enabled on this gateway');
+      agentOrThrow(ctx, params.tenant!, params.agent!);
+      const clientSecret = await pkiCall(() => tokens.createClientSecret(params.tenant!, params.agent!, { actor: 'admin-token' }));
+      return { status: 201, json: { clientId: params.agent!, clientSecret } };
+    },
+  }),
+  route({
+    method: 'GET',
+    path: '/admin/v1/audit',
+    operationId: 'listAudit',
+    summary: 'Audit records in order (filter with ?tenant=, ?action=; page with ?after=<seq>&limit=)',
+    tag: 'audit',
+    auth: true,
+    query: auditQuery,
+    responses: { 200: { description: 'audit records, oldest first', schema: auditList } },
+    errors: [501],
+    handle: async ({ query }, ctx) => {
+      const identity = identityOrThrow(ctx);
+      const limit = query.limit === undefined ? 100 : Math.min(Math.max(Number(query.limit), 1), 1000);
+      const records = await identity.audit.list({
+        ...(query.tenant ? { tenant: query.tenant } : {}),
+        ...(query.action ? { action: query.action } : {}),
+        ...(query.after ? { afterSeq: Number(query.after) } : {}),
+        limit,
+      });
+      return { status: 200, json: { records } };
+    },
   }),
 ];

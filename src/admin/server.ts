@@ -7,7 +7,8 @@ import { formatUrl } from '../dataplane/listeners.js';
 import { AdminError, errorReply, readJsonBody, send, toAdminError, validate, type Reply } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
-import { adminRoutes, type AdminContext, type Route, type StatusSnapshot } from './routes.js';
+import { adminRoutes, type AdminContext, type AdminIdentity, type Route, type StatusSnapshot } from './routes.js';
+import { serialSchema } from './schemas.js';
 import { tokenMatches } from './tokens.js';
 import { GATEWAY_VERSION } from './version.js';
 
@@ -22,6 +23,8 @@ export interface AdminServerOptions {
   adminTokenHashes: () => readonly string[] | Promise<readonly string[]>;
   isReady: () => boolean;
   status: () => StatusSnapshot;
+  /** The built-in identity (CA, enrollment tokens, OAuth client secrets, audit); without it those routes answer 501. */
+  identity?: AdminIdentity;
 }
 
 export interface AdminServer {
@@ -71,7 +74,19 @@ function decodeParam(name: string, raw: string): string {
   } catch {
     throw new AdminError(400, 'bad_request', `${name}: malformed percent-encoding in the path`);
   }
-  return validate(nameSchema, value, name);
+  return validate(name === 'serial' ? serialSchema : nameSchema, value, name);
+}
+
+/** Query parameters as a plain object (the last of repeated names wins). */
+function queryOf(url: string | undefined): Record<string, string> {
+  const at = (url ?? '').indexOf('?');
+  if (at < 0) return {};
+  return Object.fromEntries(new URLSearchParams(url!.slice(at + 1)));
+}
+
+/** Whether the request carries no body at all (no content-type, no length, not chunked). */
+function hasNoBody(req: http.IncomingMessage): boolean {
+  return !req.headers['content-type'] && !req.headers['transfer-encoding'] && Number(req.headers['content-length'] ?? 0) === 0;
 }
 
 /** The admin listener: Admin API under /admin/v1 (OpenAPI at /admin/v1/openapi.json), /metrics, /healthz, /readyz. */
@@ -83,6 +98,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     metrics: options.metrics,
     isReady: options.isReady,
     status: options.status,
+    ...(options.identity ? { identity: options.identity } : {}),
     startedAt: new Date(),
     openApi: buildOpenApiDocument(adminRoutes, GATEWAY_VERSION),
   };
@@ -114,11 +130,12 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     found.path.params.forEach((name, i) => {
       params[name] = decodeParam(name, found.values[i]!);
     });
+    const query = route.query ? (validate(route.query, queryOf(req.url), 'query') as Record<string, string | undefined>) : {};
     let body: unknown;
     if (route.body) {
-      body = validate(route.body, await readJsonBody(req), 'body');
+      body = validate(route.body, route.bodyOptional && hasNoBody(req) ? {} : await readJsonBody(req), 'body');
     }
-    return route.handle({ params, body }, ctx);
+    return route.handle({ params, body, query }, ctx);
   };
 
   const server = http.createServer((req, res) => {

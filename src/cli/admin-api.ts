@@ -18,9 +18,10 @@ export class AdminApi {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
   }
 
-  /** `segments` are path segments after /admin/v1, encoded here. */
-  async call(method: string, segments: readonly string[], body?: unknown): Promise<unknown> {
-    const url = `${this.baseUrl}/admin/v1/${segments.map(encodeURIComponent).join('/')}`;
+  /** `segments` are path segments after /admin/v1, encoded here; `query` entries left undefined are omitted. */
+  async call(method: string, segments: readonly string[], body?: unknown, query?: Record<string, string | undefined>): Promise<unknown> {
+    const search = new URLSearchParams(Object.entries(query ?? {}).filter((entry): entry is [string, string] => entry[1] !== undefined)).toString();
+    const url = `${this.baseUrl}/admin/v1/${segments.map(encodeURIComponent).join('/')}${search ? `?${search}` : ''}`;
     let response: Response;
     try {
       response = await fetch(url, {

@@ -1,6 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError } from '../config/index.js';
 import { adminCommands } from './admin-commands.js';
+import { auditCommands, certCommands, tokenCommands } from './cert-commands.js';
 import type { Command, OptionValues } from './command.js';
 import { configCommands } from './config-commands.js';
 import { processIO, UsageError, type CliIO } from './io.js';
@@ -9,7 +10,7 @@ import { startCommand } from './start.js';
 
 export type { CliIO } from './io.js';
 
-const COMMANDS: readonly Command[] = [startCommand, ...configCommands, ...tenantCommands, ...agentCommands, ...adminCommands];
+const COMMANDS: readonly Command[] = [startCommand, ...configCommands, ...tenantCommands, ...agentCommands, ...tokenCommands, ...certCommands, ...auditCommands, ...adminCommands];
 const HELP_FLAGS = new Set(['--help', '-h']);
 
 function commandLine(command: Command): string {

@@ -5,7 +5,8 @@ import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
 import type { DataplaneTelemetry, UpstreamErrorKind } from '../admin/telemetry.js';
 import type { LimitsConfig, TimeoutsConfig } from '../config/schema.js';
-import type { EndpointState, RegistryView } from '../registry/types.js';
+import type { PeerCertificate } from 'node:tls';
+import type { AgentRuntime, EndpointState, RegistryView } from '../registry/types.js';
 import type { RequestContext } from './context.js';
 import { GatewayError, errors } from './errors.js';
 import { downstreamFromHttp2, downstreamResponseHeaders, upstreamRequestHeaders } from './headers.js';
@@ -21,6 +22,21 @@ export interface ForwarderOptions {
   pickEndpoint: (ctx: RequestContext) => EndpointState | undefined;
   /** True while the gateway drains for shutdown (HTTP/1.1 responses then close their connection). */
   isDraining: () => boolean;
+  /**
+   * Mutual TLS to `https://` endpoints: the gateway's client certificate for the agent's tenant and
+   * how to verify the agent (its tenant's CA, its SPIFFE ID). Synchronous when cached.
+   */
+  upstreamTls?: (agent: AgentRuntime) => UpstreamTls | Promise<UpstreamTls>;
+}
+
+export interface UpstreamTls {
+  /** Changes when the material does (certificate rotation): connections are then re-established. */
+  version: string;
+  cert: string;
+  key: string;
+  ca: string;
+  /** Returns an Error when the agent's certificate does not prove the expected identity. */
+  checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined;
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -57,9 +73,10 @@ function classify(err: unknown): UpstreamErrorKind {
  * HTTP/2 (h2c or h2) with its trailers.
  */
 export class Forwarder {
-  private readonly pools = new Map<string, Pool>();
+  /** Keyed by origin (plain) or origin + agent + TLS material version (mTLS: identities differ per agent). */
+  private readonly pools = new Map<string, { origin: string; pool: Pool }>();
   private readonly deadlines = new DeadlineSweeper((ctx) => ctx.abortUpstream?.(new UpstreamTimeout('total')));
-  private readonly sessions = new Map<string, ClientHttp2Session>();
+  private readonly sessions = new Map<string, { origin: string; session: ClientHttp2Session }>();
   private readonly opts: ForwarderOptions;
 
   constructor(opts: ForwarderOptions) {
@@ -71,8 +88,28 @@ export class Forwarder {
     const timeouts = this.opts.timeouts();
     if (ctx.deadlineAt === 0) this.deadlines.add(ctx, timeouts.totalMs);
     endpoint.inflight++;
-    if (ctx.grpc) this.forwardHttp2(ctx, endpoint, timeouts);
-    else this.forwardHttp1(ctx, endpoint, timeouts);
+    if (endpoint.tls && this.opts.upstreamTls) {
+      const material = this.opts.upstreamTls(ctx.agent!);
+      if (material instanceof Promise) {
+        material.then(
+          (tls) => this.dispatch(ctx, endpoint, timeouts, tls),
+          (err: unknown) => this.failed(ctx, endpoint, err),
+        );
+        return;
+      }
+      this.dispatch(ctx, endpoint, timeouts, material);
+      return;
+    }
+    this.dispatch(ctx, endpoint, timeouts, undefined);
+  }
+
+  private dispatch(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
+    if (ctx.finished) {
+      endpoint.inflight--;
+      return;
+    }
+    if (ctx.grpc) this.forwardHttp2(ctx, endpoint, timeouts, tls);
+    else this.forwardHttp1(ctx, endpoint, timeouts, tls);
   }
 
   /** The request has finished (the pipeline's finish hook): forget its deadline. */
@@ -94,8 +131,8 @@ export class Forwarder {
     return req.pipe(byteLimit(this.opts.limits().maxBodyBytes));
   }
 
-  private forwardHttp1(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig): void {
-    const pool = this.poolFor(endpoint, timeouts);
+  private forwardHttp1(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
+    const pool = this.poolFor(ctx.agent!, endpoint, timeouts, tls);
     const options: Dispatcher.DispatchOptions = {
       origin: endpoint.origin,
       path: endpoint.basePath + ctx.target!.rest,
@@ -108,10 +145,10 @@ export class Forwarder {
     pool.dispatch(options, new Http1Relay(ctx, endpoint, this));
   }
 
-  private forwardHttp2(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig): void {
+  private forwardHttp2(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
     let session: ClientHttp2Session;
     try {
-      session = this.sessionFor(endpoint, timeouts);
+      session = this.sessionFor(ctx.agent!, endpoint, timeouts, tls);
     } catch (err) {
       this.failed(ctx, endpoint, err);
       return;
@@ -222,27 +259,52 @@ export class Forwarder {
     return false;
   }
 
-  private poolFor(endpoint: EndpointState, timeouts: TimeoutsConfig): Pool {
-    let pool = this.pools.get(endpoint.origin);
-    if (!pool) {
-      pool = new Pool(endpoint.origin, {
+  private connectionKey(agent: AgentRuntime, endpoint: EndpointState, tls: UpstreamTls | undefined): string {
+    return tls ? `${endpoint.origin}|${agent.key}|${tls.version}` : endpoint.origin;
+  }
+
+  /** A new TLS material version replaces the agent's older pools for that origin (they close when idle). */
+  private retireOlder<T>(map: Map<string, { origin: string } & T>, key: string, close: (entry: T) => void): void {
+    const prefix = key.slice(0, key.lastIndexOf('|') + 1);
+    for (const [other, entry] of map) {
+      if (other !== key && other.startsWith(prefix)) {
+        map.delete(other);
+        close(entry);
+      }
+    }
+  }
+
+  private poolFor(agent: AgentRuntime, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): Pool {
+    const key = this.connectionKey(agent, endpoint, tls);
+    let entry = this.pools.get(key);
+    if (!entry) {
+      const pool = new Pool(endpoint.origin, {
         connections: this.opts.limits().maxConnectionsPerEndpoint,
         pipelining: 1,
         connectTimeout: timeouts.connectMs,
         keepAliveTimeout: 30_000,
         keepAliveMaxTimeout: 600_000,
+        ...(tls
+          ? { connect: { cert: tls.cert, key: tls.key, ca: tls.ca, checkServerIdentity: tls.checkServerIdentity, minVersion: 'TLSv1.2' as const } }
+          : {}),
       });
-      this.pools.set(endpoint.origin, pool);
+      entry = { origin: endpoint.origin, pool };
+      this.pools.set(key, entry);
+      if (tls) this.retireOlder(this.pools, key, (old) => void old.pool.close());
     }
-    return pool;
+    return entry.pool;
   }
 
-  private sessionFor(endpoint: EndpointState, timeouts: TimeoutsConfig): ClientHttp2Session {
-    const existing = this.sessions.get(endpoint.origin);
+  private sessionFor(agent: AgentRuntime, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): ClientHttp2Session {
+    const key = this.connectionKey(agent, endpoint, tls);
+    const existing = this.sessions.get(key)?.session;
     if (existing && !existing.closed && !existing.destroyed) return existing;
-    const session = http2.connect(endpoint.origin);
+    const session = http2.connect(
+      endpoint.origin,
+      tls ? { cert: tls.cert, key: tls.key, ca: tls.ca, checkServerIdentity: tls.checkServerIdentity, minVersion: 'TLSv1.2' } : {},
+    );
     const forget = () => {
-      if (this.sessions.get(endpoint.origin) === session) this.sessions.delete(endpoint.origin);
+      if (this.sessions.get(key)?.session === session) this.sessions.delete(key);
     };
     session.on('close', forget);
     session.on('goaway', forget);
@@ -252,31 +314,32 @@ export class Forwarder {
     });
     session.setTimeout(Math.max(timeouts.idleMs, 30_000), () => session.close());
     session.unref();
-    this.sessions.set(endpoint.origin, session);
+    this.sessions.set(key, { origin: endpoint.origin, session });
+    if (tls) this.retireOlder(this.sessions, key, (old) => old.session.close());
     return session;
   }
 
   /** Forgets connections to endpoints that are no longer registered. */
   prune(liveOrigins: Set<string>): void {
-    for (const [origin, pool] of this.pools) {
-      if (!liveOrigins.has(origin)) {
-        this.pools.delete(origin);
-        void pool.close();
+    for (const [key, entry] of this.pools) {
+      if (!liveOrigins.has(entry.origin)) {
+        this.pools.delete(key);
+        void entry.pool.close();
       }
     }
-    for (const [origin, session] of this.sessions) {
-      if (!liveOrigins.has(origin)) {
-        this.sessions.delete(origin);
-        session.close();
+    for (const [key, entry] of this.sessions) {
+      if (!liveOrigins.has(entry.origin)) {
+        this.sessions.delete(key);
+        entry.session.close();
       }
     }
   }
 
   async close(): Promise<void> {
     this.deadlines.stop();
-    const pools = [...this.pools.values()];
+    const pools = [...this.pools.values()].map((entry) => entry.pool);
     this.pools.clear();
-    for (const session of this.sessions.values()) session.destroy();
+    for (const entry of this.sessions.values()) entry.session.destroy();
     this.sessions.clear();
     await Promise.all(pools.map((pool) => pool.destroy()));
   }

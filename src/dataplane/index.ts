@@ -3,7 +3,7 @@ import type { DataplaneTelemetry } from '../admin/telemetry.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { RegistryView } from '../registry/types.js';
 import { pickRoundRobin } from '../routing/balancer.js';
-import { Forwarder } from './forwarder.js';
+import { Forwarder, type ForwarderOptions } from './forwarder.js';
 import { startPlainListener, startTlsListener, type ListenerHandle } from './listeners.js';
 import { Pipeline } from './pipeline.js';
 import type { TLSSocket } from 'node:tls';
@@ -35,6 +35,8 @@ export interface DataplaneOptions {
   logger: Logger;
   /** Who is calling (client certificate or bearer token); see authenticateStage. */
   authenticator: RequestAuthenticator;
+  /** mTLS to https:// endpoints (see Forwarder). */
+  upstreamTls?: ForwarderOptions['upstreamTls'];
   /** Enrollment, trust bundles, CRLs, OAuth: answered by the gateway before authentication. */
   gatewayEndpoints?: GatewayEndpoints;
   tls?: {
@@ -68,6 +70,7 @@ export async function startDataplane(options: DataplaneOptions): Promise<Datapla
     timeouts: () => config().timeouts,
     pickEndpoint: (ctx) => pickRoundRobin(ctx.agent!, ctx.tried),
     isDraining: () => draining,
+    ...(options.upstreamTls ? { upstreamTls: options.upstreamTls } : {}),
   });
   const limits = limitStage(() => config().limits);
   // The authorize stage (policy) arrives with the tenancy work.

@@ -1,13 +1,17 @@
+import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/index.js';
 import type { GatewayConfig } from '../config/schema.js';
+import type { UpstreamTls } from '../dataplane/forwarder.js';
+import { Agent as UndiciAgent, type Dispatcher } from 'undici';
 import type { IdentityStore } from '../store/types.js';
 import { ClientCertificates } from './authn.js';
 import { envMasterKey, fileMasterKey, Keyring, type MasterKeyProvider } from './keyring.js';
 import { generateKeyAndCsr } from './keygen.js';
 import { createPki } from './pki.js';
+import { spiffeIdFor } from './spiffe.js';
 import type { Pki } from './types.js';
 
 export const DEV_TENANT = 'default';
@@ -42,6 +46,10 @@ export interface IdentityRuntime {
    * at half-life and applies CA rotations. Old and new are trusted together, so no handshake fails.
    */
   keepCurrent(apply: (tls: { cert: string; key: string; ca: string }) => void): void;
+  /** mTLS material for forwarding to an agent's https:// endpoints (see Forwarder's upstreamTls). */
+  upstreamTls(agent: { tenant: string; name: string }): UpstreamTls | Promise<UpstreamTls>;
+  /** An HTTP client with that material, for the registry's health checks and card fetches. */
+  upstreamDispatcher(tenant: string, agent: string): Promise<Dispatcher>;
   /** Re-issues the serving certificate now (what the half-life timer does). */
   rotateServingCertificate(): Promise<void>;
   stop(): void;
@@ -143,6 +151,47 @@ export async function startIdentity(deps: {
     };
   };
 
+  // Per agent: the gateway's client certificate for the agent's tenant, and the agent's expected SPIFFE ID.
+  const upstream = new Map<string, { value: UpstreamTls; refreshAt: number }>();
+  const pendingUpstream = new Map<string, Promise<UpstreamTls>>();
+  const loadUpstream = async (tenant: string, agent: string): Promise<UpstreamTls> => {
+    const client = await pki.issueGatewayClientCertificate(tenant);
+    const ca = pki.tenantBundle(tenant);
+    const expected = spiffeIdFor(pki.trustDomain, tenant, agent);
+    const value: UpstreamTls = {
+      version: `${client.notAfter}/${createHash('sha256').update(ca).digest('hex').slice(0, 12)}`,
+      cert: client.chainPem,
+      key: client.keyPem,
+      ca,
+      // SPIFFE authentication: the agent proves its ID, not a DNS name.
+      checkServerIdentity: (_host, cert) => {
+        const uris = (cert.subjectaltname ?? '')
+          .split(', ')
+          .filter((entry) => entry.startsWith('URI:'))
+          .map((entry) => entry.slice(4));
+        if (uris.length === 1 && uris[0] === expected) return undefined;
+        return new Error(`the agent's certificate does not prove ${expected} (it names ${uris.join(', ') || 'no SPIFFE ID'})`);
+      },
+    };
+    const issued = Date.now();
+    upstream.set(`${tenant}/${agent}`, { value, refreshAt: issued + (Date.parse(client.notAfter) - issued) / 2 });
+    return value;
+  };
+  pki.onTrustChanged(() => upstream.clear());
+  const clients = new Map<string, { version: string; client: UndiciAgent }>();
+
+  const upstreamTls = ({ tenant, name }: { tenant: string; name: string }): UpstreamTls | Promise<UpstreamTls> => {
+    const key = `${tenant}/${name}`;
+    const cached = upstream.get(key);
+    if (cached && Date.now() < cached.refreshAt) return cached.value;
+    let pending = pendingUpstream.get(key);
+    if (!pending) {
+      pending = loadUpstream(tenant, name).finally(() => pendingUpstream.delete(key));
+      pendingUpstream.set(key, pending);
+    }
+    return pending;
+  };
+
   let apply: ((tls: { cert: string; key: string; ca: string }) => void) | undefined;
   const push = () => {
     if (serving && apply) apply({ cert: serving.cert, key: serving.key, ca: clientCa() });
@@ -154,6 +203,20 @@ export async function startIdentity(deps: {
     certificates,
     files,
     servingTls,
+    upstreamTls,
+    async upstreamDispatcher(tenant, agent) {
+      const tls = await upstreamTls({ tenant, name: agent });
+      const key = `${tenant}/${agent}`;
+      const cached = clients.get(key);
+      if (cached?.version === tls.version) return cached.client;
+      void cached?.client.close();
+      const client = new UndiciAgent({
+        connections: 2,
+        connect: { cert: tls.cert, key: tls.key, ca: tls.ca, checkServerIdentity: tls.checkServerIdentity },
+      });
+      clients.set(key, { version: tls.version, client });
+      return client;
+    },
     async rotateServingCertificate() {
       await issueServing();
       push();
@@ -190,6 +253,8 @@ export async function startIdentity(deps: {
     },
     stop() {
       clearTimeout(timer);
+      for (const { client } of clients.values()) void client.close();
+      clients.clear();
     },
   };
 }

@@ -83,7 +83,7 @@ async function fetchOne(dispatcher: Dispatcher, url: string, options: CardFetchO
  * (A2A >= 0.3), falling back to `/.well-known/agent.json` (older agents).
  */
 export async function fetchAgentCard(
-  dispatcher: Dispatcher,
+  dispatcherFor: (endpoint: Endpoint) => Dispatcher | Promise<Dispatcher>,
   endpoints: readonly Endpoint[],
   options: CardFetchOptions,
 ): Promise<CardFetchResult> {
@@ -91,6 +91,7 @@ export async function fetchAgentCard(
   let lastError: CardFetchResult = { kind: 'error', message: 'agent has no endpoint' };
   for (const endpoint of ordered) {
     try {
+      const dispatcher = await dispatcherFor(endpoint);
       for (const path of CARD_PATHS) {
         const result = await fetchOne(dispatcher, endpoint.url + path, options);
         if (result.kind !== 'none') return result;

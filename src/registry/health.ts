@@ -13,7 +13,8 @@ export class HealthChecker {
   private stopped = false;
 
   constructor(
-    private readonly dispatcher: Dispatcher,
+    /** The client for an endpoint (https:// endpoints need the gateway's mTLS client certificate). */
+    private readonly dispatcher: (endpoint: Endpoint) => Dispatcher | Promise<Dispatcher>,
     private readonly logger: Logger,
     private readonly onChange: (endpoint: Endpoint) => void,
   ) {}
@@ -69,7 +70,7 @@ export class HealthChecker {
     try {
       const response = await request(endpoint.url + settings.path, {
         method: 'GET',
-        dispatcher: this.dispatcher,
+        dispatcher: await this.dispatcher(endpoint),
         headers: { 'user-agent': 'dmsc-gateway-health-check', 'x-dmsc-health-check': '1' },
         headersTimeout: settings.timeoutMs,
         bodyTimeout: settings.timeoutMs,

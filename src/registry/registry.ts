@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { Agent as UndiciAgent } from 'undici';
+import { Agent as UndiciAgent, type Dispatcher } from 'undici';
 import { agentSchema, nameSchema, type GatewayConfig, type HealthCheckConfig, type TenantConfig } from '../config/schema.js';
 import type { AgentCardRecord, AgentRecord, DurableStore, TenantRecord } from '../store/types.js';
 import { cardSkills, jsonRpcPaths } from './card.js';
@@ -24,6 +24,8 @@ export interface RegistryOptions {
   logger: Logger;
   healthDefaults: HealthCheckConfig;
   cards: CardsConfig;
+  /** The client for an agent's https:// endpoints (mutual TLS with the gateway's certificate). */
+  tlsDispatcher?: (tenant: string, agent: string) => Dispatcher | Promise<Dispatcher>;
 }
 
 interface AgentEntry {
@@ -54,6 +56,9 @@ export class Registry implements RegistryView, RegistryAdmin {
   private readonly health: HealthChecker;
   private readonly changeListeners: Array<() => void> = [];
   private readonly tenantListeners: Array<(tenant: string) => Promise<void>> = [];
+  private readonly tlsDispatcher: RegistryOptions['tlsDispatcher'];
+  /** Which agent an endpoint belongs to (for its mTLS client). */
+  private readonly owners = new WeakMap<Endpoint, { tenant: string; agent: string }>();
   private started = false;
   private stopped: Promise<void> | undefined;
   /** Serialises writes so concurrent API calls and reloads cannot interleave half-applied changes. */
@@ -64,7 +69,8 @@ export class Registry implements RegistryView, RegistryAdmin {
     this.logger = options.logger;
     this.healthDefaults = options.healthDefaults;
     this.cards = options.cards;
-    this.health = new HealthChecker(this.dispatcher, this.logger, () => undefined);
+    this.tlsDispatcher = options.tlsDispatcher;
+    this.health = new HealthChecker((endpoint) => this.dispatcherFor(endpoint), this.logger, () => undefined);
   }
 
   // ---- lifecycle ---------------------------------------------------------------------------
@@ -279,6 +285,11 @@ export class Registry implements RegistryView, RegistryAdmin {
 
   // ---- internals ---------------------------------------------------------------------------
 
+  private dispatcherFor(endpoint: Endpoint): Dispatcher | Promise<Dispatcher> {
+    const owner = this.owners.get(endpoint);
+    return endpoint.tls && this.tlsDispatcher && owner ? this.tlsDispatcher(owner.tenant, owner.agent) : this.dispatcher;
+  }
+
   private serialized<T>(work: () => Promise<T>): Promise<T> {
     const run = this.writes.then(work, work);
     this.writes = run.catch(() => undefined);
@@ -360,7 +371,9 @@ export class Registry implements RegistryView, RegistryAdmin {
         reusable.delete(url);
         return kept;
       }
-      return new Endpoint(url, settings);
+      const endpoint = new Endpoint(url, settings);
+      this.owners.set(endpoint, { tenant: record.tenant, agent: record.name });
+      return endpoint;
     });
     for (const stale of reusable.values()) this.health.unwatch(stale);
     if (previous && !sameHealth(previous.record, record)) for (const endpoint of previous.endpoints) this.health.unwatch(endpoint);
@@ -408,7 +421,7 @@ export class Registry implements RegistryView, RegistryAdmin {
   private async doFetchCard(entry: AgentEntry): Promise<void> {
     const { tenant, name } = entry.record;
     const held = entry.runtime.card;
-    const result = await fetchAgentCard(this.dispatcher, entry.endpoints, {
+    const result = await fetchAgentCard((endpoint) => this.dispatcherFor(endpoint), entry.endpoints, {
       timeoutMs: this.cards.fetchTimeoutMs,
       maxBytes: this.cards.maxBytes,
       ...(held?.etag ? { etag: held.etag } : {}),
