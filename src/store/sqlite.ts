@@ -136,14 +136,28 @@ const toAudit = (row: Row): AuditRecord =>
   });
 
 /**
- * The embedded durable store: one SQLite file in WAL mode. better-sqlite3 is synchronous; control-plane
- * writes are small and rare, so they run on the event loop (a write is tens of microseconds) and
- * `synchronous=FULL` makes each acknowledged write survive power loss.
+ * The embedded durable store: one SQLite file in WAL mode. better-sqlite3 is synchronous; writes are
+ * small, so they run on the event loop (tens of microseconds each). `synchronous=NORMAL` in WAL mode:
+ * a committed write survives the process being killed (kill -9) because it is in the WAL in the OS's
+ * page cache; a power loss may lose the last transactions (fsync at checkpoints only). FULL would
+ * fsync every commit and halve certificate issuance (two writes each: the record and its audit).
  */
 export class SqliteStore implements DurableStore {
   private db: Database.Database | undefined;
 
   constructor(private readonly file: string) {}
+
+  private readonly statements = new Map<string, Database.Statement>();
+
+  /** Prepared once per SQL text (preparing costs more than running most of these statements). */
+  private sql(text: string): Database.Statement {
+    let statement = this.statements.get(text);
+    if (!statement) {
+      statement = this.conn.prepare(text);
+      this.statements.set(text, statement);
+    }
+    return statement;
+  }
 
   private get conn(): Database.Database {
     if (!this.db) throw new Error('store is not open');
@@ -154,7 +168,7 @@ export class SqliteStore implements DurableStore {
     if (this.db) return;
     const db = new Database(this.file);
     db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
+    db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
     db.pragma('busy_timeout = 5000');
     db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
@@ -182,33 +196,34 @@ export class SqliteStore implements DurableStore {
   }
 
   async close(): Promise<void> {
+    this.statements.clear();
     this.db?.close();
     this.db = undefined;
   }
 
   async getMeta(key: string): Promise<string | undefined> {
-    const row = this.conn.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    const row = this.sql('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
     return row?.value;
   }
 
   async setMeta(key: string, value: string): Promise<void> {
-    this.conn
-      .prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value')
+    this
+      .sql('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value')
       .run(key, value);
   }
 
   async listTenants(): Promise<TenantRecord[]> {
-    return (this.conn.prepare('SELECT * FROM tenants ORDER BY name').all() as TenantRow[]).map(toTenant);
+    return (this.sql('SELECT * FROM tenants ORDER BY name').all() as TenantRow[]).map(toTenant);
   }
 
   async getTenant(name: string): Promise<TenantRecord | undefined> {
-    const row = this.conn.prepare('SELECT * FROM tenants WHERE name = ?').get(name) as TenantRow | undefined;
+    const row = this.sql('SELECT * FROM tenants WHERE name = ?').get(name) as TenantRow | undefined;
     return row && toTenant(row);
   }
 
   async putTenant(tenant: TenantRecord): Promise<void> {
-    this.conn
-      .prepare(
+    this
+      .sql(
         `INSERT INTO tenants (name, source, created_at, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET source = excluded.source, updated_at = excluded.updated_at`,
       )
@@ -216,25 +231,25 @@ export class SqliteStore implements DurableStore {
   }
 
   async deleteTenant(name: string): Promise<boolean> {
-    return this.conn.prepare('DELETE FROM tenants WHERE name = ?').run(name).changes > 0;
+    return this.sql('DELETE FROM tenants WHERE name = ?').run(name).changes > 0;
   }
 
   async listAgents(tenant?: string): Promise<AgentRecord[]> {
     const rows =
       tenant === undefined
-        ? this.conn.prepare('SELECT * FROM agents ORDER BY tenant, name').all()
-        : this.conn.prepare('SELECT * FROM agents WHERE tenant = ? ORDER BY name').all(tenant);
+        ? this.sql('SELECT * FROM agents ORDER BY tenant, name').all()
+        : this.sql('SELECT * FROM agents WHERE tenant = ? ORDER BY name').all(tenant);
     return (rows as AgentRow[]).map(toAgent);
   }
 
   async getAgent(tenant: string, name: string): Promise<AgentRecord | undefined> {
-    const row = this.conn.prepare('SELECT * FROM agents WHERE tenant = ? AND name = ?').get(tenant, name) as AgentRow | undefined;
+    const row = this.sql('SELECT * FROM agents WHERE tenant = ? AND name = ?').get(tenant, name) as AgentRow | undefined;
     return row && toAgent(row);
   }
 
   async putAgent(agent: AgentRecord): Promise<void> {
-    this.conn
-      .prepare(
+    this
+      .sql(
         `INSERT INTO agents (tenant, name, endpoints, tags, health_check, source, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (tenant, name) DO UPDATE SET endpoints = excluded.endpoints, tags = excluded.tags,
@@ -253,21 +268,21 @@ export class SqliteStore implements DurableStore {
   }
 
   async deleteAgent(tenant: string, name: string): Promise<boolean> {
-    return this.conn.prepare('DELETE FROM agents WHERE tenant = ? AND name = ?').run(tenant, name).changes > 0;
+    return this.sql('DELETE FROM agents WHERE tenant = ? AND name = ?').run(tenant, name).changes > 0;
   }
 
   async listAgentCards(): Promise<AgentCardRecord[]> {
-    return (this.conn.prepare('SELECT * FROM agent_cards ORDER BY tenant, agent').all() as CardRow[]).map(toCard);
+    return (this.sql('SELECT * FROM agent_cards ORDER BY tenant, agent').all() as CardRow[]).map(toCard);
   }
 
   async getAgentCard(tenant: string, agent: string): Promise<AgentCardRecord | undefined> {
-    const row = this.conn.prepare('SELECT * FROM agent_cards WHERE tenant = ? AND agent = ?').get(tenant, agent) as CardRow | undefined;
+    const row = this.sql('SELECT * FROM agent_cards WHERE tenant = ? AND agent = ?').get(tenant, agent) as CardRow | undefined;
     return row && toCard(row);
   }
 
   async putAgentCard(card: AgentCardRecord): Promise<void> {
-    this.conn
-      .prepare(
+    this
+      .sql(
         `INSERT INTO agent_cards (tenant, agent, source_url, card, etag, fetched_at) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (tenant, agent) DO UPDATE SET source_url = excluded.source_url, card = excluded.card,
            etag = excluded.etag, fetched_at = excluded.fetched_at`,
@@ -276,18 +291,18 @@ export class SqliteStore implements DurableStore {
   }
 
   async deleteAgentCard(tenant: string, agent: string): Promise<void> {
-    this.conn.prepare('DELETE FROM agent_cards WHERE tenant = ? AND agent = ?').run(tenant, agent);
+    this.sql('DELETE FROM agent_cards WHERE tenant = ? AND agent = ?').run(tenant, agent);
   }
 
   // ---- identity ----------------------------------------------------------------------------
 
   async listCas(): Promise<CaRecord[]> {
-    return (this.conn.prepare('SELECT * FROM cas ORDER BY created_at, id').all() as Row[]).map(toCa);
+    return (this.sql('SELECT * FROM cas ORDER BY created_at, id').all() as Row[]).map(toCa);
   }
 
   async putCa(ca: CaRecord): Promise<void> {
-    this.conn
-      .prepare(
+    this
+      .sql(
         `INSERT INTO cas (id, kind, tenant, cert_pem, sealed_key, not_before, not_after, status, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, sealed_key = excluded.sealed_key`,
@@ -296,8 +311,8 @@ export class SqliteStore implements DurableStore {
   }
 
   async putIssuedCert(cert: IssuedCertRecord): Promise<void> {
-    this.conn
-      .prepare(
+    this
+      .sql(
         `INSERT INTO issued_certs (serial, ca_id, tenant, agent, kind, spiffe_id, not_before, not_after, revoked_at, revocation_reason, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
@@ -317,7 +332,7 @@ export class SqliteStore implements DurableStore {
   }
 
   async getIssuedCert(serial: string): Promise<IssuedCertRecord | undefined> {
-    const row = this.conn.prepare('SELECT * FROM issued_certs WHERE serial = ?').get(serial) as Row | undefined;
+    const row = this.sql('SELECT * FROM issued_certs WHERE serial = ?').get(serial) as Row | undefined;
     return row && toIssued(row);
   }
 
@@ -329,19 +344,19 @@ export class SqliteStore implements DurableStore {
     if (filter.caId !== undefined) (where.push('ca_id = ?'), args.push(filter.caId));
     if (filter.revoked !== undefined) where.push(filter.revoked ? 'revoked_at IS NOT NULL' : 'revoked_at IS NULL');
     const sql = `SELECT * FROM issued_certs${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY created_at, serial`;
-    return (this.conn.prepare(sql).all(...args) as Row[]).map(toIssued);
+    return (this.sql(sql).all(...args) as Row[]).map(toIssued);
   }
 
   async revokeCert(serial: string, reason: string, at: string): Promise<IssuedCertRecord | undefined> {
-    this.conn
-      .prepare('UPDATE issued_certs SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND revoked_at IS NULL')
+    this
+      .sql('UPDATE issued_certs SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND revoked_at IS NULL')
       .run(at, reason, serial);
     return this.getIssuedCert(serial);
   }
 
   async putBootstrapToken(token: BootstrapTokenRecord): Promise<void> {
-    this.conn
-      .prepare(
+    this
+      .sql(
         `INSERT INTO bootstrap_tokens (id, token_hash, tenant, agent, expires_at, used_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(token.id, token.tokenHash, token.tenant, token.agent, token.expiresAt, token.usedAt ?? null, token.createdAt);
@@ -349,10 +364,10 @@ export class SqliteStore implements DurableStore {
 
   async consumeBootstrapToken(tokenHash: string, now: string): Promise<ConsumeTokenResult> {
     // One conditional UPDATE: of two concurrent uses exactly one changes the row.
-    const changed = this.conn
-      .prepare('UPDATE bootstrap_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?')
+    const changed = this
+      .sql('UPDATE bootstrap_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?')
       .run(now, tokenHash, now).changes;
-    const row = this.conn.prepare('SELECT * FROM bootstrap_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    const row = this.sql('SELECT * FROM bootstrap_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
     if (!row) return { ok: false, reason: 'unknown' };
     const token = toToken(row);
     if (changed === 1) return { ok: true, token };
@@ -362,22 +377,22 @@ export class SqliteStore implements DurableStore {
   async listBootstrapTokens(tenant?: string): Promise<BootstrapTokenRecord[]> {
     const rows =
       tenant === undefined
-        ? this.conn.prepare('SELECT * FROM bootstrap_tokens ORDER BY created_at').all()
-        : this.conn.prepare('SELECT * FROM bootstrap_tokens WHERE tenant = ? ORDER BY created_at').all(tenant);
+        ? this.sql('SELECT * FROM bootstrap_tokens ORDER BY created_at').all()
+        : this.sql('SELECT * FROM bootstrap_tokens WHERE tenant = ? ORDER BY created_at').all(tenant);
     return (rows as Row[]).map(toToken);
   }
 
   async listSigningKeys(tenant?: string): Promise<SigningKeyRecord[]> {
     const rows =
       tenant === undefined
-        ? this.conn.prepare('SELECT * FROM signing_keys ORDER BY created_at').all()
-        : this.conn.prepare('SELECT * FROM signing_keys WHERE tenant = ? ORDER BY created_at').all(tenant);
+        ? this.sql('SELECT * FROM signing_keys ORDER BY created_at').all()
+        : this.sql('SELECT * FROM signing_keys WHERE tenant = ? ORDER BY created_at').all(tenant);
     return (rows as Row[]).map(toSigningKey);
   }
 
   async putSigningKey(key: SigningKeyRecord): Promise<void> {
-    this.conn
-      .prepare(
+    this
+      .sql(
         `INSERT INTO signing_keys (kid, tenant, alg, public_jwk, sealed_private_key, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (kid) DO UPDATE SET status = excluded.status`,
       )
@@ -385,8 +400,8 @@ export class SqliteStore implements DurableStore {
   }
 
   async putClientSecret(secret: ClientSecretRecord): Promise<void> {
-    this.conn
-      .prepare(
+    this
+      .sql(
         `INSERT INTO client_secrets (tenant, agent, secret_hash, created_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (tenant, agent) DO UPDATE SET secret_hash = excluded.secret_hash, created_at = excluded.created_at`,
       )
@@ -394,17 +409,17 @@ export class SqliteStore implements DurableStore {
   }
 
   async getClientSecret(tenant: string, agent: string): Promise<ClientSecretRecord | undefined> {
-    const row = this.conn.prepare('SELECT * FROM client_secrets WHERE tenant = ? AND agent = ?').get(tenant, agent) as Row | undefined;
+    const row = this.sql('SELECT * FROM client_secrets WHERE tenant = ? AND agent = ?').get(tenant, agent) as Row | undefined;
     return row && { tenant: String(row.tenant), agent: String(row.agent), secretHash: String(row.secret_hash), createdAt: String(row.created_at) };
   }
 
   async deleteClientSecret(tenant: string, agent: string): Promise<void> {
-    this.conn.prepare('DELETE FROM client_secrets WHERE tenant = ? AND agent = ?').run(tenant, agent);
+    this.sql('DELETE FROM client_secrets WHERE tenant = ? AND agent = ?').run(tenant, agent);
   }
 
   async appendAudit(record: Omit<AuditRecord, 'seq'>): Promise<AuditRecord> {
-    const info = this.conn
-      .prepare(
+    const info = this
+      .sql(
         `INSERT INTO audit_events (time, tenant, actor, action, target, decision, reason, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
@@ -427,6 +442,6 @@ export class SqliteStore implements DurableStore {
     if (filter.action !== undefined) (where.push('action = ?'), args.push(filter.action));
     args.push(Math.min(Math.max(filter.limit ?? 1000, 1), 10000));
     const sql = `SELECT * FROM audit_events WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`;
-    return (this.conn.prepare(sql).all(...args) as Row[]).map(toAudit);
+    return (this.sql(sql).all(...args) as Row[]).map(toAudit);
   }
 }
