@@ -29,7 +29,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
-import { ensureDevPki } from '../src/identity/devpki.js';
 import type { OpenLoopResult } from './openloop.js';
 import { hasBinary, installCleanup, pinned, runCommand, startProcess, stopAll, stopProcess, type Managed } from './procs.js';
 import { formatSummary, summarise, type ProfileSummary } from './profile-summary.js';
@@ -515,9 +514,14 @@ async function main(): Promise<void> {
     }
   }
 
-  // The development PKI of the gateway's home: its ECDSA P-256 server cert is shared by every TLS target.
+  // The peers' server certificate: ECDSA P-256, like the one the gateway's built-in CA issues itself.
   const home = path.join(work, 'home');
-  const pki = await ensureDevPki(home, 'dmsc.localhost');
+  const pki = { serverCertFile: path.join(work, 'peer.crt'), serverKeyFile: path.join(work, 'peer.key') };
+  const made = await runCommand('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', pki.serverKeyFile, '-out', pki.serverCertFile,
+  ]);
+  if (made.code !== 0) throw new Error(`openssl could not make the peers' certificate: ${made.stderr}`);
 
   const upstream = await startUpstream();
   log(`upstream agent: ${upstream.url}`);
