@@ -10,6 +10,8 @@ import type { AuthFailureReason, AuthResult, Pki } from './types.js';
 export interface PeerCredentials {
   result?: AuthResult;
   certDer?: Uint8Array;
+  /** Epoch ms after which the certificate no longer authenticates (notAfter + clock skew). */
+  validUntil?: number;
 }
 
 const NONE: PeerCredentials = Object.freeze({});
@@ -49,6 +51,7 @@ export class ClientCertificates {
     private readonly logger: Logger,
     /** Certificates from an extra CA bundle (listeners.tls.mtls.caFile) map to identities by their SPIFFE ID alone. */
     private readonly trustExternalCa: boolean,
+    private readonly clockSkewMs: number,
   ) {
     pki.onRevoked((serials) => this.cut(serials));
   }
@@ -61,7 +64,7 @@ export class ClientCertificates {
       return true;
     }
     const result = this.authenticate(socket, peer);
-    (socket as WithCredentials)[CREDENTIALS] = { result, certDer: peer.raw };
+    (socket as WithCredentials)[CREDENTIALS] = { result, certDer: peer.raw, validUntil: Date.parse(peer.valid_to) + this.clockSkewMs };
     if (result.ok) {
       const serial = result.identity.certSerial;
       if (serial) this.track(serial, socket);
@@ -78,18 +81,25 @@ export class ClientCertificates {
     return result.reason !== 'revoked';
   }
 
+  /** The connection's credentials as of now: a certificate that expired since the handshake no longer authenticates. */
   forSocket(socket: TLSSocket): PeerCredentials | undefined {
-    return (socket as WithCredentials)[CREDENTIALS];
+    const credentials = (socket as WithCredentials)[CREDENTIALS];
+    if (credentials?.result?.ok && credentials.validUntil !== undefined && Date.now() > credentials.validUntil) {
+      return { ...credentials, result: { ok: false, reason: 'expired', detail: 'the client certificate expired during this connection' } };
+    }
+    return credentials;
   }
 
   private authenticate(socket: TLSSocket, peer: DetailedPeerCertificate): AuthResult {
     if (!socket.authorized) {
       const error = socket.authorizationError as unknown as string | Error | undefined;
       const code = typeof error === 'string' ? error : (error as { code?: string } | undefined)?.code ?? String(error);
-      return { ok: false, reason: reasonFromTlsError(code), detail: `certificate not accepted (${code})` };
+      // OpenSSL checks validity with no clock skew; the PKI checks issuer, signature and validity with it.
+      const timing = code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID';
+      if (!timing) return { ok: false, reason: reasonFromTlsError(code), detail: `certificate not accepted (${code})` };
     }
     const result = this.pki.authenticateCertificate(chainOf(peer));
-    if (result.ok || result.reason !== 'unknown_ca' || !this.trustExternalCa) return result;
+    if (result.ok || result.reason !== 'unknown_ca' || !this.trustExternalCa || !socket.authorized) return result;
     // Chained to the operator's extra CA bundle (Node verified it): the SPIFFE ID is the identity.
     const uris = (peer.subjectaltname ?? '')
       .split(', ')
@@ -168,6 +178,8 @@ export function createRequestAuthenticator(deps: {
       const authorization = ctx.req.headers.authorization;
       const token = typeof authorization === 'string' ? BEARER.exec(authorization)?.[1] : undefined;
       if (token === undefined) return peer?.result;
+      // A client that presents a bad certificate is refused even with a token: it is misconfigured or lying.
+      if (peer?.result && !peer.result.ok) return peer.result;
       if (!bearer) return { ok: false, reason: 'bad_token', detail: 'bearer tokens are not accepted by this gateway' };
       return bearer.authenticate(token, undefined, peer?.certDer).then((result): AuthResult => {
         const byCert = peer?.result;

@@ -93,7 +93,7 @@ export async function startIdentity(deps: {
   const keyring = await Keyring.open(masterKeyProvider(config, stateDir, deps.env));
   const trustDomain = config.identity.trustDomain ?? config.domain;
   const pki = await createPki({ store: deps.store, keyring, trustDomain, config: config.identity, logger, audit: (event) => audit.record(event) });
-  const certificates = new ClientCertificates(pki, audit, logger, Boolean(config.listeners.tls.mtls.caFile));
+  const certificates = new ClientCertificates(pki, audit, logger, Boolean(config.listeners.tls.mtls.caFile), config.identity.clockSkewMs);
 
   const dir = path.join(stateDir, 'tls');
   const files: TlsFiles = {
