@@ -456,6 +456,40 @@ describe('authentication over the TLS listener (end to end)', () => {
     });
   });
 
+  describe('with openssl s_client', () => {
+    /** One HTTP/1.1 request over `openssl s_client` (TLS 1.3, the gateway's chain verified against the root). */
+    async function sClient(creds: Creds | undefined, pathname: string): Promise<string> {
+      const n = ++fileCounter;
+      const caFile = path.join(scratch, `s-ca${n}.pem`);
+      await writeFile(caFile, gw.caCert);
+      const args = ['s_client', '-connect', new URL(gw.tlsUrl).host, '-servername', 'localhost', '-tls1_3', '-CAfile', caFile];
+      args.push('-verify_return_error', '-quiet', '-ign_eof');
+      if (creds) {
+        const certFile = path.join(scratch, `s-c${n}.pem`);
+        const keyFile = path.join(scratch, `s-k${n}.pem`);
+        await writeFile(certFile, creds.cert);
+        await writeFile(keyFile, creds.key, { mode: 0o600 });
+        args.push('-cert', certFile, '-key', keyFile);
+      }
+      const child = execFile('openssl', args, { timeout: 15_000 });
+      child.stdin!.end(`GET ${pathname} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+      let out = '';
+      child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      await new Promise((resolve) => child.once('close', resolve));
+      return out;
+    }
+
+    it('an enrolled certificate gets through; none gets 401 no_credentials; a revoked one gets no answer', async () => {
+      const creds = await enrolled(gw, 'acme', 'billing');
+      assert.match(await sClient(creds, '/agents/acme/billing/s-client'), /^HTTP\/1\.1 200/);
+      const anonymous = await sClient(undefined, '/agents/acme/billing/s-client');
+      assert.match(anonymous, /^HTTP\/1\.1 401/);
+      assert.match(anonymous, /x-dmsc-auth-failure: no_credentials/i);
+      await gw.gateway.identity.pki.revoke(creds.serial!, 'keyCompromise');
+      assert.doesNotMatch(await sClient(creds, '/agents/acme/billing/s-client'), /HTTP\/1\.1/);
+    });
+  });
+
   describe('revocation cuts live connections', () => {
     it('revoking closes a live HTTP/1.1 keep-alive connection and an HTTP/2 session within 1 s; a new handshake with the cert fails', async () => {
       const creds = await enrolled(gw, 'acme', 'loader');
