@@ -3,6 +3,7 @@ import 'reflect-metadata';
 import { createHash, createPrivateKey, createPublicKey, type KeyObject, X509Certificate as NodeX509Certificate, verify as nodeVerify, webcrypto } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { CertificationRequest } from '@peculiar/asn1-csr';
+import { ECParameters } from '@peculiar/asn1-ecc';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import * as asn1X509 from '@peculiar/asn1-x509';
 import { CRLNumber, id_ce_cRLNumber } from '@peculiar/asn1-x509';
@@ -154,6 +155,32 @@ function uriSans(text: string | undefined): string[] {
     }
   }
   return out;
+}
+
+const EC_CURVES: Record<string, { crv: string; size: number }> = {
+  '1.2.840.10045.3.1.7': { crv: 'P-256', size: 32 },
+  '1.3.132.0.34': { crv: 'P-384', size: 48 },
+};
+const ID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
+
+/** The JWK of an uncompressed EC public key on P-256/P-384; undefined for anything else (decoded as DER then). */
+function ecJwkOf(spki: asn1X509.SubjectPublicKeyInfo): { kty: 'EC'; crv: string; x: string; y: string } | undefined {
+  if (spki.algorithm.algorithm !== ID_EC_PUBLIC_KEY || !spki.algorithm.parameters) return undefined;
+  let namedCurve: string | undefined;
+  try {
+    namedCurve = AsnConvert.parse(spki.algorithm.parameters, ECParameters).namedCurve;
+  } catch {
+    return undefined;
+  }
+  const curve = namedCurve === undefined ? undefined : EC_CURVES[namedCurve];
+  const point = Buffer.from(spki.subjectPublicKey);
+  if (!curve || point.length !== 1 + 2 * curve.size || point[0] !== 0x04) return undefined;
+  return {
+    kty: 'EC',
+    crv: curve.crv,
+    x: point.subarray(1, 1 + curve.size).toString('base64url'),
+    y: point.subarray(1 + curve.size).toString('base64url'),
+  };
 }
 
 interface ParsedCsr {
@@ -612,7 +639,9 @@ class BuiltinCa implements BuiltinPki {
     const spki = request.certificationRequestInfo.subjectPKInfo;
     let key: KeyObject;
     try {
-      key = createPublicKey({ key: Buffer.from(AsnConvert.serialize(spki)), format: 'der', type: 'spki' });
+      // An EC key is handed to OpenSSL as a JWK (its coordinates): half the cost of decoding the SPKI.
+      const jwk = ecJwkOf(spki);
+      key = jwk ? createPublicKey({ key: jwk, format: 'jwk' }) : createPublicKey({ key: Buffer.from(AsnConvert.serialize(spki)), format: 'der', type: 'spki' });
     } catch (error) {
       throw new PkiError('bad_csr', `the CSR's public key cannot be read: ${(error as Error).message}`);
     }
