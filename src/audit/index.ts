@@ -5,7 +5,7 @@ export type AuditEvent = Omit<AuditRecord, 'seq' | 'time'>;
 
 /**
  * The audit trail: every authentication refusal, enrollment, certificate issue or revocation and
- * token issue is appended to the store (and logged). Records are append-only here; hash chaining,
+ * token issue is appended to the store (and logged at debug level). Records are append-only here; hash chaining,
  * signed checkpoints, verification and export come with the tenancy work, on this same table.
  */
 export class AuditLog {
@@ -22,7 +22,8 @@ export class AuditLog {
     this.pending = this.pending
       .then(() => this.store.appendAudit(record))
       .then(
-        (stored) => this.logger.info({ audit: stored }, 'audit'),
+        // The table is the record; the log line is for debugging (denials would flood an info log).
+        (stored) => this.logger.debug({ audit: stored }, 'audit'),
         (err: unknown) => this.logger.error({ err, audit: record }, 'audit record could not be stored'),
       );
   }
