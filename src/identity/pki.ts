@@ -1,10 +1,8 @@
 // @peculiar/x509 resolves its algorithms through tsyringe, which needs the Reflect metadata API.
 import 'reflect-metadata';
-import { createHash, createPrivateKey, createPublicKey, type KeyObject, X509Certificate as NodeX509Certificate, verify as nodeVerify, webcrypto } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, type KeyObject, X509Certificate as NodeX509Certificate, webcrypto } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { CertificationRequest } from '@peculiar/asn1-csr';
-import { ECParameters } from '@peculiar/asn1-ecc';
-import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
+import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn1X509 from '@peculiar/asn1-x509';
 import { CRLNumber, id_ce_cRLNumber } from '@peculiar/asn1-x509';
 import * as x509 from '@peculiar/x509';
@@ -12,6 +10,18 @@ import type { Logger } from 'pino';
 import { NAME_PATTERN, type IdentityConfig } from '../config/schema.js';
 import type { AuditRecord, CaRecord, IdentityStore, IssuedCertKind, IssuedCertRecord } from '../store/types.js';
 import type { Keyring } from './keyring.js';
+import {
+  asnExtension,
+  issueAgentLeaf,
+  leafExtensions,
+  randomSerial,
+  signLeaf,
+  type LeafParams,
+  type SignAlgorithm,
+  type SignedLeaf,
+  toBuffer,
+} from './leaf.js';
+import { defaultPoolSize, type PoolCa, SignerPool, SignerUnavailable } from './signer-pool.js';
 import { parseAgentSpiffeId, spiffeIdFor } from './spiffe.js';
 import { type AuthResult, type IssuedCertificate, type Pki, PkiError } from './types.js';
 
@@ -27,8 +37,6 @@ import { type AuthResult, type IssuedCertificate, type Pki, PkiError } from './t
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 const DAY_MS = 24 * 3600_000;
 const ROOT_TTL_MS = 3650 * DAY_MS;
@@ -50,15 +58,20 @@ export interface PkiOptions {
   now?: () => number;
   /** Lifetime of gateway serving certificates (default 30 days, never past the root's). */
   serverCertTtlMs?: number;
+  /**
+   * Worker threads that sign certificates issued from CSRs (default: available parallelism, at
+   * most 4); 0 signs on the main thread. Until the workers are up, issuing signs in-process.
+   */
+  signerThreads?: number;
 }
 
 /** The Pki plus what only the gateway's wiring needs. */
 export interface BuiltinPki extends Pki {
   /** DER CRLs of every trusted intermediate of the tenant (active first, then retiring). */
   crls(tenant: string): Promise<Uint8Array[]>;
+  /** Stops the signing workers (gateway shutdown); issuing afterwards signs in-process. */
+  close(): Promise<void>;
 }
-
-type SignAlgorithm = { name: string; hash?: string };
 
 interface LoadedCa {
   record: CaRecord;
@@ -76,66 +89,11 @@ interface LoadedCa {
   asnSubject: asn1X509.Name;
   asnSignatureAlgorithm: asn1X509.AlgorithmIdentifier;
   asnAki: asn1X509.Extension;
+  /** What the signing workers need of this CA (undefined without a signing key). */
+  poolCa?: PoolCa;
 }
 
 const algorithmProvider = new x509.AlgorithmProvider();
-const ecSignatureFormatter = new x509.AsnEcSignatureFormatter();
-
-function asnExtension(ext: x509.Extension): asn1X509.Extension {
-  return AsnConvert.parse(ext.rawData, asn1X509.Extension);
-}
-
-/** Leaf extensions that never change, encoded once. */
-const leafExtensions = (() => {
-  let cache: Record<'bc' | 'kuSign' | 'kuSignEncipher' | 'ekuBoth' | 'ekuServer' | 'ekuClient', asn1X509.Extension> | undefined;
-  return () =>
-    (cache ??= {
-      bc: asnExtension(new x509.BasicConstraintsExtension(false, undefined, true)),
-      kuSign: asnExtension(new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true)),
-      kuSignEncipher: asnExtension(new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true)),
-      ekuBoth: asnExtension(new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth])),
-      ekuServer: asnExtension(new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth])),
-      ekuClient: asnExtension(new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])),
-    });
-})();
-
-/** CSR signature algorithms checked with node:crypto directly (others go through @peculiar/x509). */
-const CSR_SIGNATURE_HASHES: Record<string, { hash: string; keyType: string }> = {
-  '1.2.840.10045.4.3.2': { hash: 'sha256', keyType: 'ec' },
-  '1.2.840.10045.4.3.3': { hash: 'sha384', keyType: 'ec' },
-  '1.2.840.10045.4.3.4': { hash: 'sha512', keyType: 'ec' },
-  '1.2.840.113549.1.1.11': { hash: 'sha256', keyType: 'rsa' },
-  '1.2.840.113549.1.1.12': { hash: 'sha384', keyType: 'rsa' },
-  '1.2.840.113549.1.1.13': { hash: 'sha512', keyType: 'rsa' },
-};
-
-function verifyAsync(hash: string, data: Buffer, key: KeyObject, signature: Buffer): Promise<boolean> {
-  return new Promise((resolve) => {
-    try {
-      nodeVerify(hash, data, key, signature, (error, ok) => resolve(!error && ok));
-    } catch {
-      resolve(false);
-    }
-  });
-}
-
-/** CN=<name> as a UTF8String. */
-function commonName(name: string): asn1X509.Name {
-  return new asn1X509.Name([
-    new asn1X509.RelativeDistinguishedName([
-      new asn1X509.AttributeTypeAndValue({ type: '2.5.4.3', value: new asn1X509.AttributeValue({ utf8String: name }) }),
-    ]),
-  ]);
-}
-
-function sanExtension(sans: x509.JsonGeneralName[]): asn1X509.Extension {
-  if (sans.length === 1 && sans[0]!.type === 'url') {
-    // The X.509-SVID case, built directly (the general case goes through @peculiar/x509's JSON form).
-    const value = new asn1X509.SubjectAlternativeName([new asn1X509.GeneralName({ uniformResourceIdentifier: sans[0]!.value })]);
-    return new asn1X509.Extension({ extnID: asn1X509.id_ce_subjectAltName, critical: false, extnValue: new OctetString(AsnConvert.serialize(value)) });
-  }
-  return asnExtension(new x509.SubjectAlternativeNameExtension(sans));
-}
 
 /**
  * The URIs of node's `subjectAltName` text ("DNS:a, URI:b"); values with separators or quotes are
@@ -157,50 +115,9 @@ function uriSans(text: string | undefined): string[] {
   return out;
 }
 
-const EC_CURVES: Record<string, { crv: string; size: number }> = {
-  '1.2.840.10045.3.1.7': { crv: 'P-256', size: 32 },
-  '1.3.132.0.34': { crv: 'P-384', size: 48 },
-};
-const ID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
-
-/** The JWK of an uncompressed EC public key on P-256/P-384; undefined for anything else (decoded as DER then). */
-function ecJwkOf(spki: asn1X509.SubjectPublicKeyInfo): { kty: 'EC'; crv: string; x: string; y: string } | undefined {
-  if (spki.algorithm.algorithm !== ID_EC_PUBLIC_KEY || !spki.algorithm.parameters) return undefined;
-  let namedCurve: string | undefined;
-  try {
-    namedCurve = AsnConvert.parse(spki.algorithm.parameters, ECParameters).namedCurve;
-  } catch {
-    return undefined;
-  }
-  const curve = namedCurve === undefined ? undefined : EC_CURVES[namedCurve];
-  const point = Buffer.from(spki.subjectPublicKey);
-  if (!curve || point.length !== 1 + 2 * curve.size || point[0] !== 0x04) return undefined;
-  return {
-    kty: 'EC',
-    crv: curve.crv,
-    x: point.subarray(1, 1 + curve.size).toString('base64url'),
-    y: point.subarray(1 + curve.size).toString('base64url'),
-  };
-}
-
-interface ParsedCsr {
-  spki: asn1X509.SubjectPublicKeyInfo;
-  key: KeyObject;
-  der: Buffer;
-  request: CertificationRequest;
-}
-
 type CachedAuth =
   | { ok: true; tenant: string; agent: string; spiffeId: string; serial: string; caId: string; notBeforeMs: number; notAfterMs: number }
   | { ok: false; reason: 'unknown_ca' | 'wrong_tenant' | 'bad_spiffe_id'; detail: string };
-
-function randomSerial(): string {
-  const bytes = webcrypto.getRandomValues(new Uint8Array(16));
-  // Positive INTEGER whose first octet is never 0: the DER encoding is exactly these 16 bytes,
-  // so `serialNumber` (hex) reads back as generated.
-  bytes[0] = 0x40 | (bytes[0]! & 0x3f);
-  return Buffer.from(bytes).toString('hex');
-}
 
 function randomId(): string {
   return Buffer.from(webcrypto.getRandomValues(new Uint8Array(6))).toString('hex');
@@ -233,12 +150,14 @@ function algorithmsFor(key: KeyObject): { importAlgorithm: Record<string, unknow
   throw new Error(`${key.asymmetricKeyType ?? 'unknown'} keys are not supported for a CA (use ECDSA P-256/P-384 or RSA)`);
 }
 
-async function importSigningKey(pkcs8Pem: string): Promise<{ key: CryptoKey; signingAlgorithm: SignAlgorithm; keyObject: KeyObject }> {
+async function importSigningKey(
+  pkcs8Pem: string,
+): Promise<{ key: CryptoKey; signingAlgorithm: SignAlgorithm; importAlgorithm: Record<string, unknown>; keyObject: KeyObject }> {
   const keyObject = createPrivateKey(pkcs8Pem);
   const { importAlgorithm, signingAlgorithm } = algorithmsFor(keyObject);
   const der = keyObject.export({ type: 'pkcs8', format: 'der' });
   const key = await webcrypto.subtle.importKey('pkcs8', der, importAlgorithm as never, false, ['sign']);
-  return { key, signingAlgorithm, keyObject };
+  return { key, signingAlgorithm, importAlgorithm, keyObject };
 }
 
 async function pkcs8Pem(key: CryptoKey): Promise<string> {
@@ -258,10 +177,6 @@ function crlReason(reason: string | undefined): x509.X509CrlReason {
     if (typeof value === 'number' && name.toLowerCase() === wanted) return value as x509.X509CrlReason;
   }
   return x509.X509CrlReason.unspecified;
-}
-
-function toBuffer(data: Uint8Array): Buffer {
-  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
 /** DER of a certificate given as DER or PEM bytes. */
@@ -292,7 +207,12 @@ class KeyedMutex {
 
 export async function createPki(options: PkiOptions): Promise<BuiltinPki> {
   const pki = new BuiltinCa(options);
-  await pki.open();
+  try {
+    await pki.open();
+  } catch (error) {
+    await pki.close();
+    throw error;
+  }
   return pki;
 }
 
@@ -319,6 +239,7 @@ class BuiltinCa implements BuiltinPki {
   private readonly gatewayClientCache = new Map<string, { value: { certPem: string; chainPem: string; keyPem: string; notAfter: string }; renewAtMs: number }>();
   private bundles?: { roots: string; client: string; tenants: Map<string, string> };
   private readonly gatewaySpiffeId: string;
+  private pool?: SignerPool;
 
   constructor(options: PkiOptions) {
     this.store = options.store;
@@ -330,6 +251,14 @@ class BuiltinCa implements BuiltinPki {
     this.now = options.now ?? Date.now;
     this.serverCertTtlMs = options.serverCertTtlMs ?? DEFAULT_SERVER_CERT_TTL_MS;
     this.gatewaySpiffeId = `spiffe://${this.trustDomain}/gateway`;
+    const threads = options.signerThreads ?? defaultPoolSize();
+    if (threads > 0) this.pool = new SignerPool(Math.min(4, threads));
+  }
+
+  async close(): Promise<void> {
+    const pool = this.pool;
+    this.pool = undefined;
+    await pool?.close();
   }
 
   // ---- loading ----------------------------------------------------------------------------------
@@ -377,6 +306,7 @@ class BuiltinCa implements BuiltinPki {
     const publicKey = createPublicKey({ key: Buffer.from(cert.publicKey.rawData), format: 'der', type: 'spki' });
     let signingKey: CryptoKey | undefined;
     let signingAlgorithm: SignAlgorithm = { name: 'ECDSA', hash: 'SHA-256' };
+    let importAlgorithm: Record<string, unknown> | undefined;
     if (record.status !== 'retired') {
       let pem: string;
       try {
@@ -390,6 +320,7 @@ class BuiltinCa implements BuiltinPki {
       const imported = await importSigningKey(pem);
       signingKey = imported.key;
       signingAlgorithm = imported.signingAlgorithm;
+      importAlgorithm = imported.importAlgorithm;
     }
     const ski = await keyIdentifierOf(cert);
     const ca: LoadedCa = {
@@ -405,6 +336,23 @@ class BuiltinCa implements BuiltinPki {
       asnSignatureAlgorithm: algorithmProvider.toAsnAlgorithm({ ...signingAlgorithm, ...(signingKey?.algorithm ?? {}) } as Parameters<typeof algorithmProvider.toAsnAlgorithm>[0]),
       asnAki: asnExtension(new x509.AuthorityKeyIdentifierExtension(ski)),
     };
+    if (signingKey && importAlgorithm && record.kind === 'intermediate') {
+      // For the signing workers: the key is re-opened from its sealed form when a worker first
+      // needs it (never kept in the clear here), then imported there as non-extractable.
+      ca.poolCa = {
+        caId: record.id,
+        pkcs8: () => {
+          const key = createPrivateKey(this.keyring.open('ca-key', ca.record.id, ca.record.sealedKey).toString('utf8'));
+          return new Uint8Array(key.export({ type: 'pkcs8', format: 'der' }));
+        },
+        importAlgorithm,
+        signingAlgorithm,
+        subjectDer: new Uint8Array(AsnConvert.serialize(ca.asnSubject)),
+        signatureAlgorithmDer: new Uint8Array(AsnConvert.serialize(ca.asnSignatureAlgorithm)),
+        akiDer: new Uint8Array(AsnConvert.serialize(ca.asnAki)),
+        notAfterMs: ca.notAfterMs,
+      };
+    }
     this.cas.set(record.id, ca);
     const list = this.bySki.get(ca.ski) ?? [];
     list.push(ca);
@@ -438,7 +386,11 @@ class BuiltinCa implements BuiltinPki {
   private async setStatus(ca: LoadedCa, status: CaRecord['status']): Promise<void> {
     ca.record = { ...ca.record, status };
     await this.store.putCa(ca.record);
-    if (status === 'retired') ca.signingKey = undefined;
+    if (status === 'retired') {
+      ca.signingKey = undefined;
+      ca.poolCa = undefined;
+      this.pool?.drop(ca.record.id);
+    }
     this.bundles = undefined;
     this.authCache.clear();
   }
@@ -620,124 +572,28 @@ class BuiltinCa implements BuiltinPki {
 
   // ---- issuing --------------------------------------------------------------------------------
 
-  private parseCsr(input: string | Uint8Array): ParsedCsr {
-    let der: Buffer;
-    let request: CertificationRequest;
-    try {
-      const text = typeof input === 'string' ? input : toBuffer(input).subarray(0, 10).toString('latin1') === '-----BEGIN' ? toBuffer(input).toString('latin1') : undefined;
-      if (text !== undefined) {
-        const blocks = x509.PemConverter.decodeWithHeaders(text.trim()).filter((block) => /CERTIFICATE REQUEST$/.test(block.type));
-        if (blocks.length !== 1) throw new Error('expected one "CERTIFICATE REQUEST" PEM block');
-        der = Buffer.from(blocks[0]!.rawData);
-      } else {
-        der = toBuffer(input as Uint8Array);
-      }
-      request = AsnConvert.parse(der, CertificationRequest);
-    } catch (error) {
-      throw new PkiError('bad_csr', `not a PKCS#10 certificate request (PEM or DER): ${(error as Error).message}`);
-    }
-    const spki = request.certificationRequestInfo.subjectPKInfo;
-    let key: KeyObject;
-    try {
-      // An EC key is handed to OpenSSL as a JWK (its coordinates): half the cost of decoding the SPKI.
-      const jwk = ecJwkOf(spki);
-      key = jwk ? createPublicKey({ key: jwk, format: 'jwk' }) : createPublicKey({ key: Buffer.from(AsnConvert.serialize(spki)), format: 'der', type: 'spki' });
-    } catch (error) {
-      throw new PkiError('bad_csr', `the CSR's public key cannot be read: ${(error as Error).message}`);
-    }
-    return { spki, key, der, request };
-  }
-
-  /** Checks the CSR's key type; returns whether it is RSA (for keyEncipherment). */
-  private checkCsrKey(key: KeyObject): { rsa: boolean } {
-    const details = key.asymmetricKeyDetails ?? {};
-    if (key.asymmetricKeyType === 'ec') {
-      if (details.namedCurve === 'prime256v1' || details.namedCurve === 'secp384r1') return { rsa: false };
-      throw new PkiError('bad_csr', `EC curve ${details.namedCurve ?? 'unknown'} is not accepted: use P-256 or P-384`);
-    }
-    if (key.asymmetricKeyType === 'rsa') {
-      if ((details.modulusLength ?? 0) >= 2048) return { rsa: true };
-      throw new PkiError('bad_csr', `RSA keys must be at least 2048 bits (the CSR has ${details.modulusLength ?? 'unknown'})`);
-    }
-    throw new PkiError('bad_csr', `${key.asymmetricKeyType ?? 'unknown'} keys are not accepted: use ECDSA P-256/P-384 or RSA >= 2048`);
-  }
-
-  /**
-   * The CSR's self-signature. Common algorithms are checked with node:crypto over the exact signed
-   * bytes (off the main thread); anything else (RSA-PSS, ...) through @peculiar/x509's verify().
-   */
-  private async verifyCsr(csr: ParsedCsr): Promise<void> {
-    let valid: boolean;
-    try {
-      const known = CSR_SIGNATURE_HASHES[csr.request.signatureAlgorithm.algorithm];
-      const raw = csr.request.certificationRequestInfoRaw;
-      if (known && raw && known.keyType === csr.key.asymmetricKeyType) {
-        valid = await verifyAsync(known.hash, Buffer.from(raw), csr.key, Buffer.from(csr.request.signature));
-      } else {
-        valid = await new x509.Pkcs10CertificateRequest(csr.der).verify();
-      }
-    } catch (error) {
-      throw new PkiError('bad_csr', `the CSR's signature cannot be checked: ${(error as Error).message}`);
-    }
-    if (!valid) throw new PkiError('bad_csr', "the CSR's signature does not verify with its public key");
-  }
-
-  /**
-   * Signs a leaf certificate with the CA's cached key. The TBSCertificate is assembled from
-   * @peculiar/asn1-x509 structures with the CA's issuer name, algorithm and AKI pre-encoded, so
-   * the per-certificate work is one encoding and one signature.
-   */
-  private async signLeaf(
-    ca: LoadedCa,
-    params: {
-      subject: asn1X509.Name;
-      spki: asn1X509.SubjectPublicKeyInfo;
-      sans: x509.JsonGeneralName[];
-      keyUsage: asn1X509.Extension;
-      eku: asn1X509.Extension;
-      ttlMs: number;
-    },
-  ): Promise<{ certPem: string; serial: string; notBeforeMs: number; notAfterMs: number }> {
+  /** Signs a leaf in-process with the CA's cached key (see leaf.ts). */
+  private async signLeaf(ca: LoadedCa, params: LeafParams): Promise<SignedLeaf> {
     if (!ca.signingKey) throw new Error(`CA ${ca.record.id} cannot sign`);
-    const now = this.now();
-    // X.509 times have a resolution of one second.
-    const notBeforeMs = Math.floor((now - this.config.clockSkewMs) / 1000) * 1000;
-    const notAfterMs = Math.floor(Math.min(now + params.ttlMs, ca.notAfterMs) / 1000) * 1000;
-    const serial = randomSerial();
-    const ski = createHash('sha1').update(Buffer.from(params.spki.subjectPublicKey)).digest();
-    const tbs = new asn1X509.TBSCertificate({
-      version: asn1X509.Version.v3,
-      serialNumber: new Uint8Array(Buffer.from(serial, 'hex')).buffer,
-      signature: ca.asnSignatureAlgorithm,
-      issuer: ca.asnSubject,
-      validity: new asn1X509.Validity({ notBefore: new Date(notBeforeMs), notAfter: new Date(notAfterMs) }),
-      subject: params.subject,
-      subjectPublicKeyInfo: params.spki,
-      extensions: new asn1X509.Extensions([
-        leafExtensions().bc,
-        params.keyUsage,
-        params.eku,
-        sanExtension(params.sans),
-        ca.asnAki,
-        new asn1X509.Extension({
-          extnID: asn1X509.id_ce_subjectKeyIdentifier,
-          critical: false,
-          extnValue: new OctetString(AsnConvert.serialize(new asn1X509.SubjectKeyIdentifier(new Uint8Array(ski).buffer))),
-        }),
-      ]),
-    });
-    const signed = await webcrypto.subtle.sign(
-      { ...ca.signingAlgorithm, ...ca.signingKey.algorithm } as never,
-      ca.signingKey,
-      AsnConvert.serialize(tbs),
+    return signLeaf({ ...ca, signingKey: ca.signingKey }, params, this.now(), this.config.clockSkewMs);
+  }
+
+  /** Parses, checks and signs a CSR for an agent: in a signing worker when one is up, else here. */
+  private async signAgentLeaf(ca: LoadedCa, csrInput: string | Uint8Array, agent: string, spiffeId: string, ttlMs: number): Promise<SignedLeaf> {
+    const pool = this.pool;
+    if (pool?.available && ca.poolCa) {
+      try {
+        return await pool.issue(ca.poolCa, { csr: csrInput, agent, spiffeId, ttlMs, now: this.now(), clockSkewMs: this.config.clockSkewMs });
+      } catch (error) {
+        if (!(error instanceof SignerUnavailable)) throw error;
+        this.logger.warn({ err: error }, 'signing worker unavailable: signing in-process');
+      }
+    }
+    if (!ca.signingKey) throw new Error(`CA ${ca.record.id} cannot sign`);
+    return issueAgentLeaf(
+      { ...ca, signingKey: ca.signingKey },
+      { csr: csrInput, agent, spiffeId, ttlMs, now: this.now(), clockSkewMs: this.config.clockSkewMs },
     );
-    const signatureValue =
-      ca.signingAlgorithm.name === 'ECDSA' ? ecSignatureFormatter.toAsnSignature(ca.signingKey.algorithm as never, signed) : signed;
-    if (!signatureValue) throw new Error('cannot encode the ECDSA signature');
-    const der = AsnConvert.serialize(
-      new asn1X509.Certificate({ tbsCertificate: tbs, signatureAlgorithm: ca.asnSignatureAlgorithm, signatureValue }),
-    );
-    return { certPem: x509.PemConverter.encode(der, 'CERTIFICATE'), serial, notBeforeMs, notAfterMs };
   }
 
   private async record(
@@ -769,19 +625,8 @@ class BuiltinCa implements BuiltinPki {
     const ttlMs = options.ttlMs ?? this.config.certTtlMs;
     if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new PkiError('invalid', 'ttlMs must be a positive number of milliseconds');
     const ca = this.activeIntermediate(tenant);
-    const csr = this.parseCsr(csrInput);
-    const { rsa } = this.checkCsrKey(csr.key);
-    await this.verifyCsr(csr);
-
     const spiffeId = spiffeIdFor(this.trustDomain, tenant, agent);
-    const issued = await this.signLeaf(ca, {
-      subject: commonName(agent),
-      spki: csr.spki,
-      sans: [{ type: 'url', value: spiffeId }],
-      keyUsage: rsa ? leafExtensions().kuSignEncipher : leafExtensions().kuSign,
-      eku: leafExtensions().ekuBoth,
-      ttlMs,
-    });
+    const issued = await this.signAgentLeaf(ca, csrInput, agent, spiffeId, ttlMs);
     await this.record(ca, issued, { tenant, agent, kind: 'agent', spiffeId });
     this.audit({
       tenant,

@@ -52,7 +52,8 @@ export interface IdentityRuntime {
   upstreamDispatcher(tenant: string, agent: string): Promise<Dispatcher>;
   /** Re-issues the serving certificate now (what the half-life timer does). */
   rotateServingCertificate(): Promise<void>;
-  stop(): void;
+  /** Stops timers, upstream clients and the CA's signing workers. */
+  stop(): Promise<void>;
 }
 
 function masterKeyProvider(config: GatewayConfig, stateDir: string, env: NodeJS.ProcessEnv): MasterKeyProvider {
@@ -251,10 +252,11 @@ export async function startIdentity(deps: {
       };
       schedule();
     },
-    stop() {
+    async stop() {
       clearTimeout(timer);
       for (const { client } of clients.values()) void client.close();
       clients.clear();
+      await pki.close();
     },
   };
 }
