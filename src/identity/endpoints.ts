@@ -7,6 +7,7 @@ import * as x509 from '@peculiar/x509';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/index.js';
 import { NAME_PATTERN } from '../config/schema.js';
+import { GatewayError } from '../dataplane/errors.js';
 import type { BootstrapTokens } from './bootstrap.js';
 import { BOOTSTRAP_TOKEN_PREFIX } from './bootstrap.js';
 import type { TokenService } from './oauth.js';
@@ -58,17 +59,6 @@ export interface IdentityEndpoints {
 /** The token service's paths (see src/identity/oauth/token-service.ts). */
 const DEFAULT_TOKEN_PATHS = /^\/(?:\.well-known\/oauth-authorization-server\/tenants\/[^/]+|tenants\/[^/]+\/(?:oauth(?:\/.*)?|\.well-known\/oauth-authorization-server))$/;
 
-class EndpointError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
-
 type Route =
   | { kind: 'enroll' }
   | { kind: 'renew' }
@@ -112,7 +102,7 @@ function send(req: AnyRequest, res: AnyResponse, status: number, headers: Record
   else (res as ServerResponse).end(body);
 }
 
-function sendError(req: AnyRequest, res: AnyResponse, requestId: string, error: EndpointError): void {
+function sendError(req: AnyRequest, res: AnyResponse, requestId: string, error: GatewayError): void {
   const body = JSON.stringify({ error: { code: error.code, message: error.message } });
   send(req, res, error.status, { 'content-type': 'application/json', 'x-dmsc-request-id': requestId, ...error.headers }, body);
 }
@@ -120,7 +110,7 @@ function sendError(req: AnyRequest, res: AnyResponse, requestId: string, error: 
 /** Reads the body up to MAX_ENDPOINT_BODY_BYTES; over that, 413 (the rest is drained, not buffered). */
 function readBody(req: AnyRequest): Promise<Buffer> {
   const tooLarge = () =>
-    new EndpointError(413, 'body_too_large', `the request body is over ${MAX_ENDPOINT_BODY_BYTES} bytes`, { connection: 'close' });
+    new GatewayError(413, 'body_too_large', `the request body is over ${MAX_ENDPOINT_BODY_BYTES} bytes`, { connection: 'close' });
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > MAX_ENDPOINT_BODY_BYTES) {
     req.resume();
@@ -154,51 +144,51 @@ function bearer(headers: IncomingHttpHeaders): string | undefined {
  * base64 DER, or raw DER with `application/pkcs10`. Its self-signature must verify. Returns DER.
  */
 export async function parseCsrBody(body: Buffer): Promise<Uint8Array> {
-  if (body.length === 0) throw new EndpointError(400, 'bad_csr', 'the request body must be a PKCS#10 certificate signing request (PEM or DER)');
+  if (body.length === 0) throw new GatewayError(400, 'bad_csr', 'the request body must be a PKCS#10 certificate signing request (PEM or DER)');
   let der: Uint8Array;
   const text = body.toString('latin1');
   if (text.includes('-----BEGIN')) {
     const found = /-----BEGIN (?:NEW )?CERTIFICATE REQUEST-----([A-Za-z0-9+/=\s]+)-----END (?:NEW )?CERTIFICATE REQUEST-----/.exec(text);
-    if (!found) throw new EndpointError(400, 'bad_csr', 'expected a "CERTIFICATE REQUEST" PEM block');
+    if (!found) throw new GatewayError(400, 'bad_csr', 'expected a "CERTIFICATE REQUEST" PEM block');
     der = Buffer.from(found[1]!.replace(/\s+/g, ''), 'base64');
   } else if (body[0] === 0x30) {
     der = body;
   } else if (/^[A-Za-z0-9+/=_\-\s]+$/.test(text)) {
     der = Buffer.from(text.replace(/\s+/g, ''), text.includes('-') || text.includes('_') ? 'base64url' : 'base64');
   } else {
-    throw new EndpointError(400, 'bad_csr', 'the request body is neither PEM, base64 nor DER');
+    throw new GatewayError(400, 'bad_csr', 'the request body is neither PEM, base64 nor DER');
   }
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(der);
   } catch (err) {
-    throw new EndpointError(400, 'bad_csr', `the CSR does not parse: ${(err as Error).message}`);
+    throw new GatewayError(400, 'bad_csr', `the CSR does not parse: ${(err as Error).message}`);
   }
   let valid = false;
   try {
     valid = await csr.verify();
   } catch (err) {
-    throw new EndpointError(400, 'bad_csr', `the CSR signature cannot be checked: ${(err as Error).message}`);
+    throw new GatewayError(400, 'bad_csr', `the CSR signature cannot be checked: ${(err as Error).message}`);
   }
-  if (!valid) throw new EndpointError(400, 'bad_csr', 'the CSR signature does not verify');
+  if (!valid) throw new GatewayError(400, 'bad_csr', 'the CSR signature does not verify');
   return new Uint8Array(der);
 }
 
 function checkTenantName(tenant: string): void {
-  if (!NAME_PATTERN.test(tenant)) throw new EndpointError(404, 'not_found', `no such tenant: ${tenant}`);
+  if (!NAME_PATTERN.test(tenant)) throw new GatewayError(404, 'not_found', `no such tenant: ${tenant}`);
 }
 
-function fromPkiError(err: unknown): EndpointError | undefined {
-  if (err instanceof EndpointError) return err;
+function fromPkiError(err: unknown): GatewayError | undefined {
+  if (err instanceof GatewayError) return err;
   if (err instanceof PkiError) {
     switch (err.code) {
       case 'bad_csr':
-        return new EndpointError(400, 'bad_csr', err.message);
+        return new GatewayError(400, 'bad_csr', err.message);
       case 'unknown_tenant':
       case 'not_found':
-        return new EndpointError(404, 'not_found', err.message);
+        return new GatewayError(404, 'not_found', err.message);
       case 'invalid':
-        return new EndpointError(400, 'invalid', err.message);
+        return new GatewayError(400, 'invalid', err.message);
     }
   }
   return undefined;
@@ -234,7 +224,7 @@ export function createIdentityEndpoints(deps: IdentityEndpointsDeps): IdentityEn
         if (!token) {
           req.resume();
           audit.record({ actor: 'anonymous', action: 'enroll.token', decision: 'deny', reason: 'missing', requestId: peer.requestId });
-          throw new EndpointError(401, 'unauthorized', `send the bootstrap token as "Authorization: Bearer ${BOOTSTRAP_TOKEN_PREFIX}..."`, {
+          throw new GatewayError(401, 'unauthorized', `send the bootstrap token as "Authorization: Bearer ${BOOTSTRAP_TOKEN_PREFIX}..."`, {
             'www-authenticate': 'Bearer realm="dmsc-enroll"',
           });
         }
@@ -243,7 +233,7 @@ export function createIdentityEndpoints(deps: IdentityEndpointsDeps): IdentityEn
         const used = await bootstrap.consume(token, peer.requestId);
         if (!used.ok) {
           const why = used.reason === 'used' ? 'has already been used' : used.reason === 'expired' ? 'has expired' : 'is not known';
-          throw new EndpointError(401, 'bad_token', `the bootstrap token ${why}`, { 'www-authenticate': 'Bearer realm="dmsc-enroll", error="invalid_token"' });
+          throw new GatewayError(401, 'bad_token', `the bootstrap token ${why}`, { 'www-authenticate': 'Bearer realm="dmsc-enroll", error="invalid_token"' });
         }
         return issue(used.token.tenant, used.token.agent, csr, peer.requestId);
       }
@@ -259,8 +249,8 @@ export function createIdentityEndpoints(deps: IdentityEndpointsDeps): IdentityEn
             reason: identity ? 'not_mtls' : 'no_credentials',
             requestId: peer.requestId,
           });
-          if (identity) throw new EndpointError(403, 'forbidden', 'renewal needs the current client certificate (mutual TLS), not a bearer token');
-          throw new EndpointError(401, 'unauthorized', 'renewal needs mutual TLS with the current, valid certificate');
+          if (identity) throw new GatewayError(403, 'forbidden', 'renewal needs the current client certificate (mutual TLS), not a bearer token');
+          throw new GatewayError(401, 'unauthorized', 'renewal needs mutual TLS with the current, valid certificate');
         }
         const csr = await parseCsrBody(await readBody(req));
         const answer = await issue(identity.tenant, identity.agent, csr, peer.requestId);
@@ -282,7 +272,7 @@ export function createIdentityEndpoints(deps: IdentityEndpointsDeps): IdentityEn
         checkTenantName(route.tenant);
         const bundle = pki.tenantBundle(route.tenant);
         // The PKI answers the roots alone for a tenant it has no CA for.
-        if (!bundle.trim() || bundle === pki.rootBundle()) throw new EndpointError(404, 'not_found', `no such tenant: ${route.tenant}`);
+        if (!bundle.trim() || bundle === pki.rootBundle()) throw new GatewayError(404, 'not_found', `no such tenant: ${route.tenant}`);
         return { status: 200, headers: { 'content-type': PEM_CHAIN_TYPE }, body: bundle };
       }
       case 'crl':
@@ -300,7 +290,7 @@ export function createIdentityEndpoints(deps: IdentityEndpointsDeps): IdentityEn
           ...(peer.identity ? { clientIdentity: peer.identity } : {}),
           ...(peer.certDer ? { clientCertDer: peer.certDer } : {}),
         });
-        if (!answer) throw new EndpointError(404, 'not_found', 'no such token endpoint');
+        if (!answer) throw new GatewayError(404, 'not_found', 'no such token endpoint');
         return answer;
       }
     }
@@ -314,7 +304,7 @@ export function createIdentityEndpoints(deps: IdentityEndpointsDeps): IdentityEn
       const allowed = METHODS[route.kind];
       if (!allowed.includes(req.method ?? '')) {
         req.resume();
-        sendError(req, res, peer.requestId, new EndpointError(405, 'method_not_allowed', `${req.method} is not allowed on ${pathname}`, { allow: allowed.join(', ') }));
+        sendError(req, res, peer.requestId, new GatewayError(405, 'method_not_allowed', `${req.method} is not allowed on ${pathname}`, { allow: allowed.join(', ') }));
         return true;
       }
       run(route, req, peer).then(
@@ -323,7 +313,7 @@ export function createIdentityEndpoints(deps: IdentityEndpointsDeps): IdentityEn
           const known = fromPkiError(err);
           if (!known) logger.error({ err, path: pathname, requestId: peer.requestId }, 'identity endpoint failed');
           req.resume();
-          sendError(req, res, peer.requestId, known ?? new EndpointError(500, 'internal_error', 'internal error (logged by the gateway)'));
+          sendError(req, res, peer.requestId, known ?? new GatewayError(500, 'internal_error', 'internal error (logged by the gateway)'));
         },
       );
       return true;

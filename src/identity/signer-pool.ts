@@ -11,17 +11,7 @@ import { PkiError, type PkiErrorCode } from './types.js';
  */
 
 export type WorkerRequest =
-  | {
-      t: 'ca';
-      caId: string;
-      pkcs8: Uint8Array;
-      importAlgorithm: Record<string, unknown>;
-      signingAlgorithm: SignAlgorithm;
-      subjectDer: Uint8Array;
-      signatureAlgorithmDer: Uint8Array;
-      akiDer: Uint8Array;
-      notAfterMs: number;
-    }
+  | ({ t: 'ca'; pkcs8: Uint8Array } & Omit<PoolCa, 'pkcs8'>)
   | { t: 'drop'; caId: string }
   | { t: 'issue'; id: number; caId: string; csr: string | Uint8Array; agent: string; spiffeId: string; ttlMs: number; now: number; clockSkewMs: number };
 
