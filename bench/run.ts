@@ -329,6 +329,7 @@ async function startGateway(home: string, upstream: string, cpuProfileDir?: stri
       `logging: { level: warn }`,
       `tenants:`,
       `  - name: bench`,
+      `    policy: { anonymous: allow }`,
       `    agents:`,
       `      - name: echo`,
       `        endpoints: ["${upstream}"]`,

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
@@ -11,7 +12,21 @@ import { createIdentityEndpoints } from './identity/endpoints.js';
 import { createTokenService, JwtAuthenticator } from './identity/oauth.js';
 import { startIdentity, type IdentityRuntime, type TlsFiles } from './identity/runtime.js';
 import { Registry } from './registry/index.js';
+import { spiffeIdFor } from './identity/spiffe.js';
+import { promotePendingMasterKey, writePidFile } from './identity/master-key.js';
 import { openStore, type DurableStore } from './store/index.js';
+import {
+  authorizeStage,
+  concurrencyStage,
+  maskStage,
+  offboardTenant,
+  onboardTenant,
+  rateLimitStage,
+  Tenancy,
+  TenantKeys,
+  tenantSpecProblems,
+  type TenancyStageOptions,
+} from './tenancy/index.js';
 
 export const ADMIN_TOKEN_META_KEY = 'admin_token_hash';
 export const DEFAULT_TENANT = 'default';
@@ -40,6 +55,8 @@ export interface Gateway {
   /** Keyring, PKI, client-certificate tracking, serving certificate rotation. */
   readonly identity: IdentityRuntime;
   readonly audit: AuditLog;
+  /** Policy, limits, masking and data keys, per tenant. */
+  readonly tenancy: Tenancy;
   /** The admin token generated at first start (only then; it is stored hashed). */
   readonly generatedAdminToken?: string;
   /** The current effective config. */
@@ -84,22 +101,51 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
   try {
     const token = await adminTokenHashes(store, options.env);
 
-    const audit = new AuditLog(store, logger);
-    cleanup.push(() => audit.flush());
+    const audit = new AuditLog(store, logger, { durability: current.audit.durability });
+    cleanup.push(() => audit.close());
+    cleanup.push(await writePidFile(stateDir));
+    await promotePendingMasterKey(stateDir, store);
     const identity = await startIdentity({ config: current, stateDir, env: options.env, store, audit, logger });
     cleanup.push(() => identity.stop());
+    await audit.enableCheckpoints(identity.keyring, {
+      everyRecords: current.audit.checkpointEveryRecords,
+      everyMs: current.audit.checkpointIntervalMs,
+    });
+
+    const keys = new TenantKeys(store, identity.keyring);
+    await keys.load();
 
     const registry = new Registry({
       store,
       logger,
+      validateTenantSpec: (tenant, spec) => tenantSpecProblems(tenant, spec),
       healthDefaults: current.healthCheck,
       cards: current.cards,
       tlsDispatcher: (tenant, agent) => identity.upstreamDispatcher(tenant, agent),
     });
     // Every tenant gets its own intermediate CA before it is stored.
-    registry.onTenantAdded((tenant) => identity.pki.ensureTenant(tenant));
+    // Every tenant gets its own data key too.
+    registry.onTenantAdded(async (tenant) => {
+      await identity.pki.ensureTenant(tenant);
+      await keys.ensure(tenant);
+    });
+    const tenancy = new Tenancy({
+      policyDefaults: current.policy.defaults,
+      keys,
+      logger,
+      agentLimitsOf: (tenant) => registry.agentRateLimits(tenant),
+      findAgent: (tenant, agent) => registry.findAgent(tenant, agent),
+      spiffeIdOf: (tenant, agent) => spiffeIdFor(identity.pki.trustDomain, tenant, agent),
+    });
+    // Tenant-scoped: a change to one tenant's spec rebuilds that tenant's policy and limits only.
+    registry.onTenantChanged((tenant, record) => tenancy.applyTenant(tenant, record));
+    registry.onAgentChanged((tenant) => tenancy.refreshLimits(tenant));
     await registry.load();
-    for (const tenant of registry.listTenants()) await identity.pki.ensureTenant(tenant.name);
+    for (const tenant of registry.listTenants()) {
+      await identity.pki.ensureTenant(tenant.name);
+      await keys.ensure(tenant.name);
+      tenancy.applyTenant(tenant.name, tenant);
+    }
     await registry.applyConfig(current.tenants);
     if (registry.listTenants().length === 0 && !(await store.getMeta('default_tenant_created'))) {
       await registry.createTenant(DEFAULT_TENANT);
@@ -130,6 +176,12 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     const bootstrap = new BootstrapTokens(store, audit);
     const identityEndpoints = createIdentityEndpoints({ pki: identity.pki, bootstrap, tokens: tokenService, audit, logger });
     const serving = current.listeners.tls.enabled ? await identity.servingTls() : undefined;
+    const tenancyStages: TenancyStageOptions = {
+      tenancy,
+      registry,
+      audit,
+      auditAllowed: () => current.audit.decisions === 'all',
+    };
     const dataplane = await startDataplane({
       config: () => current,
       registry,
@@ -143,6 +195,11 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
         requireCertificate: (listener) => listener === 'tls' && current.listeners.tls.mtls.enabled,
       }),
       upstreamTls: (agent) => identity.upstreamTls(agent),
+      stages: {
+        afterRoute: [authorizeStage(tenancyStages), rateLimitStage(tenancyStages)],
+        beforeBalance: [maskStage(tenancyStages)],
+        afterBalance: [concurrencyStage(tenancyStages)],
+      },
       gatewayEndpoints: {
         handle(ctx) {
           const socket = tlsSocketOf(ctx.req);
@@ -163,6 +220,14 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     cleanup.push(drainDataplane);
     registry.onEndpointsChanged(() => dataplane.forwarder.prune(registry.liveOrigins()));
 
+    const lifecycle = {
+      registry,
+      pki: identity.pki,
+      keys,
+      tenancy,
+      audit,
+      adminTokens: { list: (tenant: string) => store.listAdminTokens(tenant), remove: (id: string) => store.deleteAdminToken(id) },
+    };
     let ready = true;
     const urlOf = (name: string) => dataplane.listeners.find((l) => l.info.name === name)?.url;
     const admin = await startAdminServer({
@@ -172,6 +237,28 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       metrics,
       logger,
       identity: { pki: identity.pki, bootstrap, tokens: tokenService, audit, store },
+      audit: (event) => audit.record(event),
+      tenancy: {
+        onboard: (name, spec, actor) => onboardTenant(lifecycle, name, spec, actor),
+        offboard: (name, actor) => offboardTenant(lifecycle, name, actor),
+        explain: (from, to, facts) => tenancy.explain(from, to, facts),
+        spec: (tenant) => tenancy.spec(tenant),
+        defaults: () => current.policy.defaults,
+        async createAdminToken(tenant, description) {
+          const token = generateAdminToken();
+          const record = { id: `tok-${randomBytes(6).toString('hex')}`, tokenHash: hashToken(token), tenant, ...(description ? { description } : {}), createdAt: new Date().toISOString() };
+          await store.putAdminToken(record);
+          audit.record({ tenant, actor: 'admin-token', action: 'admin-token.create', target: record.id, decision: 'info' });
+          return { id: record.id, token, tenant, ...(description ? { description } : {}), createdAt: record.createdAt };
+        },
+        listAdminTokens: async (tenant) => (await store.listAdminTokens(tenant)).map(({ tokenHash: _hash, ...view }) => view),
+        deleteAdminToken: (id) => store.deleteAdminToken(id),
+      },
+      scopedToken: async (hash) => {
+        const found = await store.findAdminToken(hash);
+        // A token outlives nothing: once its tenant is offboarded it stops working.
+        return found && registry.hasTenant(found.tenant) ? { id: found.id, tenant: found.tenant } : undefined;
+      },
       // Read per admin call (a sub-millisecond SQLite read), so a reset token works without a restart.
       adminTokenHashes: () => currentAdminTokenHashes(store, options.env),
       isReady: () => ready,
@@ -194,6 +281,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       logger.level = next.logging.level;
       registry.updateDefaults(next.healthCheck, next.cards);
       bearer.update(next.tenants, next.identity.clockSkewMs);
+      tenancy.setDefaults(next.policy.defaults);
       tokenService.update(next);
       await registry.applyConfig(next.tenants);
       logger.info({ tenants: next.tenants.length }, 'configuration reloaded');
@@ -250,6 +338,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       dataplane,
       identity,
       audit,
+      tenancy,
       generatedAdminToken: token.generated,
       config: () => current,
       reload,

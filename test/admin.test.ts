@@ -242,22 +242,29 @@ describe('admin listener on a running gateway', () => {
       createTenant: { name: 'doc-other' },
       createAgent: { name: 'doc-agent-2', endpoints: [agentUpstream.url] },
       putAgent: { endpoints: [agentUpstream.url], tags: ['replaced'] },
+      putPolicy: { intraTenant: 'deny', rules: [{ name: 'doc-rule', from: { agents: ['doc-agent'] } }] },
+      putLimits: { tenant: { requestsPerSecond: 100 } },
+      putMasking: { enabled: true, action: 'tag' },
+      createAdminToken: { tenant: 'doc', description: 'doc reader' },
     };
+    let adminTokenId = '';
+    const queries: Record<string, string> = { explainPolicy: '?from=doc/doc-agent&to=doc/doc-agent' };
     const operations: Array<{ method: string; path: string; operationId: string }> = [];
     for (const [path, item] of Object.entries<Record<string, any>>(doc.paths)) {
       for (const [method, op] of Object.entries(item)) operations.push({ method: method.toUpperCase(), path, operationId: op.operationId });
     }
     // Deletes last (the agent before its tenant), so the other calls find what they address.
-    const rank = (o: { method: string; path: string }) => (o.method !== 'DELETE' ? 0 : o.path.includes('{agent}') ? 1 : 2);
+    const rank = (o: { method: string; path: string }) => (o.method !== 'DELETE' ? 0 : o.path.includes('{agent}') || o.path.includes('{id}') ? 1 : 2);
     operations.sort((a, b) => rank(a) - rank(b));
     for (const op of operations) {
-      const path = op.path.replace('{tenant}', 'doc').replace('{agent}', 'doc-agent').replace('{serial}', issued.serial);
-      const res = await raw(gw.adminUrl + path, {
+      const path = op.path.replace('{tenant}', 'doc').replace('{agent}', 'doc-agent').replace('{serial}', issued.serial).replace('{id}', adminTokenId);
+      const res = await raw(gw.adminUrl + path + (queries[op.operationId] ?? ''), {
         method: op.method,
         headers: { ...auth, ...(bodies[op.operationId] ? { 'content-type': 'application/json' } : {}) },
         body: bodies[op.operationId] ? JSON.stringify(bodies[op.operationId]) : undefined,
       });
       assert.ok(res.status < 400, `${op.method} ${path} answered ${res.status} ${res.body}`);
+      if (op.operationId === 'createAdminToken') adminTokenId = JSON.parse(res.body).id;
       const documented = doc.paths[op.path][op.method.toLowerCase()].responses[String(res.status)];
       assert.ok(documented, `${op.method} ${path}: status ${res.status} is documented`);
       const schemaRef = documented.content?.['application/json']?.schema?.$ref;
@@ -328,7 +335,7 @@ describe('admin listener on a running gateway', () => {
     assert.equal((await gw.admin('DELETE', '/admin/v1/tenants/acme/agents/payroll')).status, 204);
     assert.equal((await gw.admin('GET', '/admin/v1/tenants/acme/agents/payroll')).status, 404);
     assert.equal((await gw.admin('DELETE', '/admin/v1/tenants/acme/agents/payroll')).status, 404);
-    assert.equal((await gw.admin('DELETE', '/admin/v1/tenants/acme')).status, 204);
+    assert.equal((await gw.admin('DELETE', '/admin/v1/tenants/acme')).status, 200, 'offboarded');
     const gone = await gw.admin('GET', '/admin/v1/tenants/acme');
     assert.equal(gone.status, 404);
     assert.equal(gone.body.error.code, 'not_found');

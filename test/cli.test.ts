@@ -50,7 +50,11 @@ describe('help and usage', () => {
       'tenant list',
       'tenant create',
       'tenant get',
-      'tenant delete',
+      'tenant offboard',
+      'policy get',
+      'policy set',
+      'policy explain',
+      'admin rotate-master-key',
       'agent list',
       'agent create',
       'agent get',
@@ -90,7 +94,7 @@ describe('help and usage', () => {
     assert.match(unknown.stderr, /unknown command "frobnicate"/);
     const badSub = await dmsc(['tenant', 'rename']);
     assert.equal(badSub.code, 2);
-    assert.match(badSub.stderr, /unknown tenant command "rename" \(expected list\|create\|get\|delete\)/);
+    assert.match(badSub.stderr, /unknown tenant command "rename" \(expected list\|create\|get\|offboard\)/);
     const badFlag = await dmsc(['tenant', 'list', '--colour']);
     assert.equal(badFlag.code, 2);
     assert.match(badFlag.stderr, /--colour/);
@@ -162,7 +166,7 @@ describe('tenant and agent commands against a running gateway', () => {
     await agentUpstream?.close();
   });
 
-  test('tenant create, list, get, delete', async () => {
+  test('tenant create, list, get, offboard', async () => {
     const created = await dmsc(['tenant', 'create', 'acme'], env());
     assert.deepEqual(created, { code: 0, stdout: 'tenant acme created', stderr: '' });
 
@@ -179,7 +183,13 @@ describe('tenant and agent commands against a running gateway', () => {
     const one = await dmsc(['tenant', 'get', 'acme'], env());
     assert.match(one.stdout, /^name:\s+acme$/m);
 
-    assert.deepEqual(await dmsc(['tenant', 'delete', 'acme'], env()), { code: 0, stdout: 'tenant acme deleted', stderr: '' });
+    const unconfirmed = await dmsc(['tenant', 'offboard', 'acme'], env());
+    assert.equal(unconfirmed.code, 2);
+    assert.match(unconfirmed.stderr, /cannot be undone: add --yes/);
+    const offboarded = await dmsc(['tenant', 'offboard', 'acme', '--yes'], env());
+    assert.equal(offboarded.code, 0, offboarded.stderr);
+    assert.match(offboarded.stdout, /^tenant acme offboarded$/m);
+    assert.match(offboarded.stdout, /^data keys destroyed:\s+1$/m);
     const gone = await dmsc(['tenant', 'get', 'acme'], env());
     assert.equal(gone.code, 1);
     assert.match(gone.stderr, /^error: .*acme/);

@@ -212,7 +212,7 @@ describe('TLS listener', () => {
     gw = await startTestGateway({
       listeners: { tls: { mtls: { enabled: true } } },
       tenants: [{ name: 'acme', agents: [{ name: 'secure', endpoints: [agent.url] }] }],
-    });
+    }, { devClientMayCall: true });
     tlsDir = path.join(gw.stateDir, 'tls');
   });
   after(async () => {
@@ -296,7 +296,7 @@ describe('HTTP/2 and gRPC-style passthrough', () => {
     h2Port = (h2Server.address() as { port: number }).port;
     gw = await startTestGateway({
       tenants: [{ name: 'acme', agents: [{ name: 'rpc', endpoints: [`http://127.0.0.1:${h2Port}`] }] }],
-    });
+    }, { devClientMayCall: true });
   });
   after(async () => {
     await gw.close();

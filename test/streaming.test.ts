@@ -99,6 +99,7 @@ describe('100 MB bodies stream through with flat gateway memory', () => {
         'logging: { level: warn }',
         'tenants:',
         '  - name: acme',
+        '    policy: { anonymous: allow }',
         '    agents:',
         '      - name: bulk',
         `        endpoints: ["${upstream.url}"]`,

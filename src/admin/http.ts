@@ -1,4 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { z } from 'zod';
 import { configIssueMessages, formatConfigPath } from '../config/index.js';
 import { RegistryError, type RegistryErrorCode } from '../registry/types.js';
@@ -90,12 +92,19 @@ export interface Reply {
   /** Serialised as JSON unless `text` is given. */
   json?: unknown;
   text?: string;
+  /** A body produced piece by piece (e.g. JSON Lines), written with backpressure; an error mid-way aborts the response. */
+  stream?: AsyncIterable<string>;
   contentType?: string;
   headers?: Record<string, string>;
 }
 
 export function send(res: ServerResponse, reply: Reply): void {
   const headers: Record<string, string> = { 'cache-control': 'no-store', ...reply.headers };
+  if (reply.stream) {
+    res.writeHead(reply.status, { ...headers, 'content-type': reply.contentType ?? 'application/octet-stream' });
+    pipeline(Readable.from(reply.stream), res).catch(() => res.destroy());
+    return;
+  }
   let body: string | undefined;
   if (reply.text !== undefined) {
     body = reply.text;

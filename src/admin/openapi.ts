@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { nameSchema } from '../config/schema.js';
 import type { Route } from './routes.js';
+import { TENANCY_SCHEMA_NAMES } from './routes-tenancy.js';
 import * as schemas from './schemas.js';
 
 type JsonObject = Record<string, unknown>;
@@ -24,6 +25,8 @@ const SCHEMA_NAMES = new Map<z.ZodType, string>([
   [schemas.revokedSerials, 'RevokedSerials'],
   [schemas.clientSecretCreated, 'ClientSecret'],
   [schemas.auditList, 'AuditList'],
+  [schemas.auditVerifyResult, 'AuditVerifyResult'],
+  ...TENANCY_SCHEMA_NAMES,
 ]);
 
 const STANDARD_FORMATS = new Set(['date-time', 'date', 'time', 'duration', 'email', 'hostname', 'ipv4', 'ipv6', 'uri', 'uri-reference', 'uuid', 'regex']);

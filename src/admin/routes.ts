@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { AuditLog } from '../audit/index.js';
+import { normalizeTime, type AuditLog } from '../audit/index.js';
 import type { BootstrapTokens } from '../identity/bootstrap.js';
 import type { TokenService } from '../identity/oauth.js';
 import { PkiError, type Pki } from '../identity/types.js';
@@ -8,11 +8,14 @@ import type { RegistryAdmin } from '../registry/types.js';
 import { AdminError, type Reply } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
 import { GATEWAY_VERSION } from './version.js';
+import { offboardSummary, tenancyRoutes, type AdminTenancy } from './routes-tenancy.js';
 import {
   agentList,
   agentView,
+  auditExportQuery,
   auditList,
   auditQuery,
+  auditVerifyResult,
   bootstrapTokenCreated,
   certificateList,
   certificateRecord,
@@ -52,6 +55,8 @@ export interface AdminIdentity {
 /** What route handlers may use. */
 export interface AdminContext {
   registry: RegistryAdmin;
+  /** Policy, onboarding/offboarding; absent: those routes answer 501 (and tenants are created bare). */
+  tenancy?: AdminTenancy;
   /** Absent when the gateway runs without its built-in identity (routes that need it answer 501). */
   identity?: AdminIdentity;
   metrics: GatewayMetrics;
@@ -80,6 +85,11 @@ export interface Route<Body = unknown> {
   tag: 'health' | 'status' | 'tenants' | 'agents' | 'identity' | 'audit';
   /** Whether the route requires `Authorization: Bearer <admin token>`. */
   auth: boolean;
+  /**
+   * A tenant-scoped admin token may call it (reads only): the `{tenant}` in the path must be its
+   * tenant, and a `tenant` query filter is forced to it. Other routes need the operator token.
+   */
+  tenantReadable?: boolean;
   /** The JSON request body, validated before the handler runs. */
   body?: z.ZodType<Body>;
   /** A POST whose body may be left out entirely (then validated as `{}`). */
@@ -128,6 +138,17 @@ async function pkiCall<T>(run: () => Promise<T>): Promise<T> {
     }
     throw err;
   }
+}
+
+/** The audit filters common to list and export (query already validated). */
+function auditFilter(query: Record<string, string | undefined>) {
+  return {
+    ...(query.tenant ? { tenant: query.tenant } : {}),
+    ...(query.action ? { action: query.action } : {}),
+    ...(query.since ? { since: normalizeTime(query.since, 'since') } : {}),
+    ...(query.until ? { until: normalizeTime(query.until, 'until') } : {}),
+    ...(query.after ? { afterSeq: Number(query.after) } : {}),
+  };
 }
 
 const TENANT = '/admin/v1/tenants/{tenant}';
@@ -229,18 +250,24 @@ export const adminRoutes: readonly Route[] = [
     method: 'POST',
     path: '/admin/v1/tenants',
     operationId: 'createTenant',
-    summary: 'Create a tenant',
+    summary: 'Onboard a tenant: its CA, data key, policy and limits (deny-by-default policy unless given)',
     tag: 'tenants',
     auth: true,
     body: createTenantBody,
     responses: { 201: { description: 'created', schema: tenantRecord } },
     errors: [409],
-    handle: async ({ body }, ctx) => ({ status: 201, json: await ctx.registry.createTenant(body.name) }),
+    handle: async ({ body }, ctx) => {
+      const { name, ...rest } = body;
+      const spec = Object.keys(rest).length > 0 ? (rest as Record<string, unknown>) : undefined;
+      const record = ctx.tenancy ? await ctx.tenancy.onboard(name, spec, 'admin-token') : await ctx.registry.createTenant(name, spec);
+      return { status: 201, json: record };
+    },
   }),
   route({
     method: 'GET',
     path: TENANT,
     operationId: 'getTenant',
+    tenantReadable: true,
     summary: 'One tenant',
     tag: 'tenants',
     auth: true,
@@ -252,20 +279,25 @@ export const adminRoutes: readonly Route[] = [
     method: 'DELETE',
     path: TENANT,
     operationId: 'deleteTenant',
-    summary: 'Delete a tenant with its agents',
+    summary:
+      'Offboard a tenant (irreversible): remove its agents, cut its traffic, revoke its certificates, retire its CAs and destroy its data keys',
     tag: 'tenants',
     auth: true,
-    responses: { 204: { description: 'deleted' } },
+    responses: { 200: { description: 'offboarded', schema: offboardSummary } },
     errors: [404, 409],
     handle: async ({ params }, ctx) => {
-      await ctx.registry.deleteTenant(params.tenant!);
-      return { status: 204 };
+      if (!ctx.tenancy) {
+        await ctx.registry.deleteTenant(params.tenant!);
+        return { status: 200, json: { tenant: params.tenant!, agentsRemoved: 0, certificatesRevoked: 0, casRetired: [], requestsCut: 0, dataKeysDestroyed: 0 } };
+      }
+      return { status: 200, json: await ctx.tenancy.offboard(params.tenant!, 'admin-token') };
     },
   }),
   route({
     method: 'GET',
     path: `${TENANT}/agents`,
     operationId: 'listAgents',
+    tenantReadable: true,
     summary: "List a tenant's agents",
     tag: 'agents',
     auth: true,
@@ -292,6 +324,7 @@ export const adminRoutes: readonly Route[] = [
     method: 'GET',
     path: AGENT,
     operationId: 'getAgent',
+    tenantReadable: true,
     summary: 'One agent, with endpoint health and card skills',
     tag: 'agents',
     auth: true,
@@ -368,6 +401,7 @@ export const adminRoutes: readonly Route[] = [
     method: 'GET',
     path: `${TENANT}/certificates`,
     operationId: 'listCertificates',
+    tenantReadable: true,
     summary: "Certificates issued by the tenant's CA (filter with ?agent= and ?revoked=true|false)",
     tag: 'identity',
     auth: true,
@@ -439,7 +473,8 @@ export const adminRoutes: readonly Route[] = [
     method: 'GET',
     path: '/admin/v1/audit',
     operationId: 'listAudit',
-    summary: 'Audit records in order (filter with ?tenant=, ?action=; page with ?after=<seq>&limit=)',
+    tenantReadable: true,
+    summary: 'Audit records in order (filter with ?tenant=, ?action=, ?since=, ?until=; page with ?after=<seq>&limit=)',
     tag: 'audit',
     auth: true,
     query: auditQuery,
@@ -448,13 +483,37 @@ export const adminRoutes: readonly Route[] = [
     handle: async ({ query }, ctx) => {
       const identity = identityOrThrow(ctx);
       const limit = query.limit === undefined ? 100 : Math.min(Math.max(Number(query.limit), 1), 1000);
-      const records = await identity.audit.list({
-        ...(query.tenant ? { tenant: query.tenant } : {}),
-        ...(query.action ? { action: query.action } : {}),
-        ...(query.after ? { afterSeq: Number(query.after) } : {}),
-        limit,
-      });
+      const records = await identity.audit.list({ ...auditFilter(query), limit });
       return { status: 200, json: { records } };
     },
   }),
+  route({
+    method: 'GET',
+    path: '/admin/v1/audit/export',
+    operationId: 'exportAudit',
+    tenantReadable: true,
+    summary: 'Audit records as JSON Lines for a SIEM, streamed (same filters as listAudit; no limit unless ?limit=)',
+    tag: 'audit',
+    auth: true,
+    query: auditExportQuery,
+    responses: { 200: { description: 'one record per line, oldest first, with seq, prevHash and hash', contentType: 'application/x-ndjson' } },
+    errors: [501],
+    handle: ({ query }, ctx) => {
+      const identity = identityOrThrow(ctx);
+      const filter = { ...auditFilter(query), ...(query.limit !== undefined ? { limit: Number(query.limit) } : {}) };
+      return { status: 200, contentType: 'application/x-ndjson', stream: identity.audit.export(filter) };
+    },
+  }),
+  route({
+    method: 'GET',
+    path: '/admin/v1/audit/verify',
+    operationId: 'verifyAudit',
+    summary: 'Verify the whole audit trail (hash chain and signed checkpoints); names the first bad record',
+    tag: 'audit',
+    auth: true,
+    responses: { 200: { description: 'the verdict (ok false names the first bad record)', schema: auditVerifyResult } },
+    errors: [501],
+    handle: async (_input, ctx) => ({ status: 200, json: await identityOrThrow(ctx).audit.verify() }),
+  }),
+  ...tenancyRoutes,
 ];

@@ -1,9 +1,20 @@
 import { z } from 'zod';
+import { tenantLimitsSchema } from '../tenancy/limits/schema.js';
+import { maskingSchema } from '../tenancy/masking/schema.js';
+import { tenantPolicySchema } from '../tenancy/policy/schema.js';
 import { agentSchema, healthCheckSchema, nameSchema } from '../config/schema.js';
 
 // Request bodies reuse the config schema, so the Admin API and the YAML file accept exactly the same things.
 
-export const createTenantBody = z.object({ name: nameSchema }).strict();
+/** Onboarding: the tenant's name and, optionally, its policy, limits and masking settings. */
+export const createTenantBody = z
+  .object({
+    name: nameSchema,
+    policy: tenantPolicySchema.optional(),
+    limits: tenantLimitsSchema.optional(),
+    masking: maskingSchema.optional(),
+  })
+  .strict();
 
 export const createAgentBody = agentSchema;
 
@@ -16,6 +27,7 @@ const source = z.enum(['config', 'api']).describe('"config": managed by the conf
 export const tenantRecord = z.object({
   name: z.string(),
   source,
+  spec: z.record(z.string(), z.unknown()).optional().describe('policy, limits and masking as given'),
   createdAt: timestamp,
   updatedAt: timestamp,
 });
@@ -129,16 +141,22 @@ export const clientSecretCreated = z.object({
   clientSecret: z.string().describe('shown only here, stored hashed; replaces any earlier secret'),
 });
 
+const sha256Hex = z.string().describe('SHA-256, 64 lowercase hex digits');
+
 export const auditRecord = z.object({
-  seq: z.number().int(),
+  seq: z.number().int().describe('position in the chain: 1, 2, 3, ... with no gaps'),
   time: timestamp,
   tenant: z.string().optional(),
-  actor: z.string().optional(),
-  action: z.string(),
+  actor: z.string().optional().describe('an identity (SPIFFE ID), admin-token, anonymous, system, or a client address'),
+  action: z.string().describe('e.g. authn, enroll.token, cert.issue, cert.revoke, token.issue, admin.write'),
   target: z.string().optional(),
   decision: z.enum(['allow', 'deny', 'info']),
   reason: z.string().optional(),
   requestId: z.string().optional(),
+  detail: z.record(z.string(), z.unknown()).optional().describe('non-sensitive facts (a small JSON object)'),
+  excerpt: z.string().optional().describe("opaque: sealed with the tenant's data key"),
+  prevHash: sha256Hex.describe("the previous record's hash (64 zeros for seq 1)"),
+  hash: sha256Hex.describe('SHA-256 of the canonical JSON (RFC 8785) of this record without hash (docs/audit.md)'),
 });
 
 export const auditList = z.object({ records: z.array(auditRecord) });
@@ -148,9 +166,36 @@ export const certificatesQuery = z.object({
   revoked: z.enum(['true', 'false']).optional().describe('only revoked (true) or unrevoked (false) certificates'),
 });
 
-export const auditQuery = z.object({
+const isoTime = z
+  .string()
+  .refine((text) => /^\d{4}-\d{2}-\d{2}/.test(text) && !Number.isNaN(Date.parse(text)), 'must be an ISO-8601 time, e.g. 2025-01-31T12:00:00Z');
+
+const auditFilters = {
   tenant: nameSchema.optional().describe('only records of this tenant'),
-  action: z.string().max(100).optional().describe('only this action, e.g. enroll.token, cert.issue, cert.revoke'),
+  action: z.string().max(100).optional().describe('only this action, e.g. enroll.token, cert.issue, cert.revoke, admin.write'),
+  since: isoTime.optional().describe('only records at or after this time (ISO-8601)'),
+  until: isoTime.optional().describe('only records before this time (ISO-8601)'),
   after: z.string().regex(/^\d+$/, 'must be a record seq (integer)').optional().describe('only records with seq greater than this'),
+};
+
+export const auditQuery = z.object({
+  ...auditFilters,
   limit: z.string().regex(/^\d+$/, 'must be an integer').optional().describe('at most this many records (1-1000, default 100)'),
+});
+
+export const auditExportQuery = z.object({
+  ...auditFilters,
+  limit: z.string().regex(/^\d+$/, 'must be an integer').optional().describe('at most this many records (default: all)'),
+});
+
+export const auditVerifyResult = z.object({
+  ok: z.boolean().describe('true when every record and checkpoint verifies'),
+  records: z.number().int().describe('records verified (before the first bad one when ok is false)'),
+  checkpoints: z.number().int().describe('signed checkpoints that verified'),
+  keysAuthenticated: z.boolean().describe("whether the checkpoint keys were proven to be this gateway's (sealed by its master key)"),
+  lastSeq: z.number().int().optional().describe('when ok: the last record'),
+  lastHash: sha256Hex.optional().describe("when ok: the last record's hash"),
+  seq: z.number().int().optional().describe('when not ok: the first bad record'),
+  problem: z.enum(['modified', 'deleted', 'inserted', 'reordered', 'truncated', 'bad_checkpoint']).optional(),
+  message: z.string().optional().describe('when not ok: what is wrong, in words'),
 });

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { adminWriteEvent, type AuditEvent } from '../audit/index.js';
 import { nameSchema } from '../config/schema.js';
 import type { RegistryAdmin } from '../registry/types.js';
 import { formatUrl } from '../dataplane/listeners.js';
@@ -8,8 +9,16 @@ import { AdminError, errorReply, readJsonBody, send, toAdminError, validate, typ
 import type { GatewayMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { adminRoutes, type AdminContext, type AdminIdentity, type Route, type StatusSnapshot } from './routes.js';
+import type { AdminTenancy } from './routes-tenancy.js';
 import { serialSchema } from './schemas.js';
-import { tokenMatches } from './tokens.js';
+import { hashToken, tokenMatches } from './tokens.js';
+
+interface Caller {
+  authenticated: boolean;
+  /** Set for a tenant-scoped token. */
+  tenant?: string;
+  actor: string;
+}
 import { GATEWAY_VERSION } from './version.js';
 
 export interface AdminServerOptions {
@@ -25,6 +34,12 @@ export interface AdminServerOptions {
   status: () => StatusSnapshot;
   /** The built-in identity (CA, enrollment tokens, OAuth client secrets, audit); without it those routes answer 501. */
   identity?: AdminIdentity;
+  /** Policy, onboarding and offboarding; without it those routes answer 501. */
+  tenancy?: AdminTenancy;
+  /** Tenant-scoped, read-only admin tokens by hash (see routes' `tenantReadable`). */
+  scopedToken?: (tokenHash: string) => Promise<{ id: string; tenant: string } | undefined>;
+  /** Appends to the audit trail: every write attempt (method, path, status, actor), before it is answered. */
+  audit?: (event: AuditEvent) => void;
 }
 
 export interface AdminServer {
@@ -99,16 +114,41 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     isReady: options.isReady,
     status: options.status,
     ...(options.identity ? { identity: options.identity } : {}),
+    ...(options.tenancy ? { tenancy: options.tenancy } : {}),
     startedAt: new Date(),
     openApi: buildOpenApiDocument(adminRoutes, GATEWAY_VERSION),
   };
 
-  const authorized = async (req: http.IncomingMessage): Promise<boolean> => {
+  /** The operator token, or a tenant-scoped one (sets caller.tenant). */
+  const authenticate = async (req: http.IncomingMessage, caller: Caller): Promise<boolean> => {
     const token = bearerToken(req);
-    return token !== undefined && tokenMatches(token, await options.adminTokenHashes());
+    if (token === undefined) return false;
+    if (tokenMatches(token, await options.adminTokenHashes())) return true;
+    const scoped = await options.scopedToken?.(hashToken(token));
+    if (!scoped) return false;
+    caller.tenant = scoped.tenant;
+    caller.actor = `admin-token:${scoped.id}`;
+    return true;
   };
 
-  const dispatch = async (req: http.IncomingMessage, pathname: string, caller: { authenticated: boolean }): Promise<Reply> => {
+  /** What a tenant-scoped token may see: its own tenant, read-only. */
+  const confine = (route: Route, caller: Caller, params: Record<string, string>, query: Record<string, string | undefined>) => {
+    const own = caller.tenant!;
+    if (!route.tenantReadable) {
+      throw new AdminError(403, 'forbidden', `this token is scoped to tenant "${own}" and may only read that tenant's records; ${route.operationId} needs the operator token`);
+    }
+    if (params.tenant !== undefined && params.tenant !== own) {
+      throw new AdminError(403, 'forbidden', `this token is scoped to tenant "${own}"; it cannot read tenant "${params.tenant}"`);
+    }
+    if (route.query?.shape && 'tenant' in route.query.shape) {
+      if (query.tenant !== undefined && query.tenant !== own) {
+        throw new AdminError(403, 'forbidden', `this token is scoped to tenant "${own}"; it cannot read tenant "${query.tenant}"`);
+      }
+      query.tenant = own;
+    }
+  };
+
+  const dispatch = async (req: http.IncomingMessage, pathname: string, caller: Caller): Promise<Reply> => {
     const found = match(paths, pathname);
     if (!found) throw new AdminError(404, 'not_found', `no such route: ${pathname}`);
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? '');
@@ -119,7 +159,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       throw new AdminError(405, 'method_not_allowed', `${req.method} is not allowed on ${pathname}`, { allow: allowed.join(', ') });
     }
     if (route.auth) {
-      caller.authenticated = await authorized(req);
+      caller.authenticated = await authenticate(req, caller);
       if (!caller.authenticated) {
         throw new AdminError(401, 'unauthorized', 'send the admin token as "Authorization: Bearer <token>"', {
           'www-authenticate': 'Bearer realm="dmsc-admin"',
@@ -131,6 +171,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       params[name] = decodeParam(name, found.values[i]!);
     });
     const query = route.query ? (validate(route.query, queryOf(req.url), 'query') as Record<string, string | undefined>) : {};
+    if (caller.tenant !== undefined) confine(route, caller, params, query);
     let body: unknown;
     if (route.body) {
       body = validate(route.body, route.bodyOptional && hasNoBody(req) ? {} : await readJsonBody(req), 'body');
@@ -140,12 +181,13 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
 
   const server = http.createServer((req, res) => {
     const pathname = (req.url ?? '/').split('?', 1)[0]!;
-    const caller = { authenticated: false };
+    const caller: Caller = { authenticated: false, actor: 'anonymous' };
     const reply = (answer: Reply) => {
       req.resume(); // a body the route did not read must not stall the connection
-      // Authenticated or not, a write attempt leaves a log line (the hash-chained audit trail is separate work).
+      // Authenticated or not, a write attempt is audited (committed before the answer is sent) and logged.
       if (req.method !== 'GET' && req.method !== 'HEAD' && pathname.startsWith('/admin/')) {
-        const actor = caller.authenticated ? 'admin-token' : 'anonymous';
+        const actor = !caller.authenticated ? 'anonymous' : caller.tenant !== undefined ? caller.actor : 'admin-token';
+        options.audit?.(adminWriteEvent({ method: req.method ?? '', path: pathname, status: answer.status, actor }));
         logger.info({ actor, method: req.method, path: pathname, status: answer.status }, 'admin write');
       }
       send(res, answer);

@@ -247,17 +247,6 @@ interface CertificateRecord {
   revocationReason?: string;
 }
 
-interface AuditRecordView {
-  seq: number;
-  time: string;
-  tenant?: string;
-  actor?: string;
-  action: string;
-  target?: string;
-  decision: string;
-  reason?: string;
-}
-
 export const tokenCommands: Command[] = [
   {
     name: 'token create',
@@ -401,35 +390,6 @@ export const certCommands: Command[] = [
             cert.notAfter,
             cert.revokedAt ? `${cert.revokedAt} (${cert.revocationReason ?? ''})` : '',
           ]),
-        ),
-      );
-    },
-  },
-];
-
-export const auditCommands: Command[] = [
-  {
-    name: 'audit list',
-    positionals: { min: 0, max: 0 },
-    summary: 'list audit records (oldest first)',
-    options: {
-      tenant: { type: 'string', placeholder: 'TENANT', help: 'only this tenant' },
-      action: { type: 'string', placeholder: 'ACTION', help: 'only this action, e.g. enroll.token, cert.revoke' },
-      after: { type: 'string', placeholder: 'SEQ', help: 'only records after this sequence number' },
-      limit: { type: 'string', placeholder: 'N', help: 'at most N records (default 100, max 1000)' },
-      ...API_OPTIONS,
-    },
-    async run(context) {
-      const body = (await apiFor(context).call('GET', ['audit'], undefined, {
-        tenant: stringValue(context.values, 'tenant'),
-        action: stringValue(context.values, 'action'),
-        after: stringValue(context.values, 'after'),
-        limit: stringValue(context.values, 'limit'),
-      })) as { records: AuditRecordView[] };
-      return show(context, body, () =>
-        formatTable(
-          ['SEQ', 'TIME', 'TENANT', 'ACTOR', 'ACTION', 'TARGET', 'DECISION', 'REASON'],
-          body.records.map((r) => [String(r.seq), r.time, r.tenant ?? '', r.actor ?? '', r.action, r.target ?? '', r.decision, r.reason ?? '']),
         ),
       );
     },

@@ -1,7 +1,9 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError } from '../config/index.js';
 import { adminCommands } from './admin-commands.js';
-import { auditCommands, certCommands, tokenCommands } from './cert-commands.js';
+import { auditCommands } from './audit-commands.js';
+import { certCommands, tokenCommands } from './cert-commands.js';
+import { adminTokenCommands, tenancyCommands } from './tenancy-commands.js';
 import type { Command, OptionValues } from './command.js';
 import { configCommands } from './config-commands.js';
 import { processIO, UsageError, type CliIO } from './io.js';
@@ -10,7 +12,7 @@ import { startCommand } from './start.js';
 
 export type { CliIO } from './io.js';
 
-const COMMANDS: readonly Command[] = [startCommand, ...configCommands, ...tenantCommands, ...agentCommands, ...tokenCommands, ...certCommands, ...auditCommands, ...adminCommands];
+const COMMANDS: readonly Command[] = [startCommand, ...configCommands, ...tenantCommands, ...agentCommands, ...tokenCommands, ...certCommands, ...auditCommands, ...tenancyCommands, ...adminCommands, ...adminTokenCommands];
 const HELP_FLAGS = new Set(['--help', '-h']);
 
 function commandLine(command: Command): string {
@@ -46,13 +48,14 @@ function commandHelp(command: Command): string[] {
   ];
 }
 
-/** The command named by the first one or two words of argv, and the arguments after them. */
+/** The command named by the first one, two or three words of argv, and the arguments after them. */
 function findCommand(argv: readonly string[]): { command?: Command; rest: string[]; group?: string } {
-  const [first, second] = argv;
-  const single = COMMANDS.find((command) => command.name === first);
-  if (single) return { command: single, rest: argv.slice(1) };
-  const pair = COMMANDS.find((command) => command.name === `${first} ${second}`);
-  if (pair) return { command: pair, rest: argv.slice(2) };
+  const [first] = argv;
+  for (let words = 1; words <= 3; words++) {
+    const name = argv.slice(0, words).join(' ');
+    const found = COMMANDS.find((command) => command.name === name);
+    if (found) return { command: found, rest: argv.slice(words) };
+  }
   const isGroup = COMMANDS.some((command) => command.name.startsWith(`${first} `));
   return { rest: argv.slice(1), group: isGroup ? first : undefined };
 }

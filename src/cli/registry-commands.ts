@@ -1,6 +1,6 @@
 import { AdminApi, DEFAULT_ADMIN_URL } from './admin-api.js';
 import { stringValue, stringValues, type Command, type CommandContext, type OptionSpec } from './command.js';
-import { UsageError } from './io.js';
+import { CliError, UsageError } from './io.js';
 import { formatFields, formatTable } from './table.js';
 
 const API_OPTIONS: Record<string, OptionSpec> = {
@@ -50,6 +50,18 @@ function show(context: CommandContext, body: unknown, human: () => string[]): nu
   const lines = context.values.json ? (body === undefined ? [] : [JSON.stringify(body, null, 2)]) : human();
   for (const line of lines) context.io.out(line);
   return 0;
+}
+
+async function readSpec(file: string): Promise<Record<string, unknown>> {
+  const [{ readFile }, { parse }] = await Promise.all([import('node:fs/promises'), import('yaml')]);
+  let value: unknown;
+  try {
+    value = parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new CliError(`${file}: ${(err as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CliError(`${file}: must hold a mapping with policy, limits and/or masking`);
+  return value as Record<string, unknown>;
 }
 
 function tenantFields(tenant: Tenant): string[] {
@@ -107,10 +119,15 @@ export const tenantCommands: Command[] = [
     name: 'tenant create',
     args: 'NAME',
     positionals: { min: 1, max: 1 },
-    summary: 'create a tenant',
-    options: API_OPTIONS,
+    summary: 'onboard a tenant: its CA, data key, policy and limits (from --spec, else the defaults)',
+    options: {
+      spec: { type: 'string', placeholder: 'FILE', help: 'YAML or JSON with the tenant\'s policy, limits and masking' },
+      ...API_OPTIONS,
+    },
     async run(context) {
-      const body = (await apiFor(context).call('POST', ['tenants'], { name: context.positionals[0] })) as Tenant;
+      const specFile = stringValue(context.values, 'spec');
+      const spec = specFile ? await readSpec(specFile) : {};
+      const body = (await apiFor(context).call('POST', ['tenants'], { ...spec, name: context.positionals[0] })) as Tenant;
       return show(context, body, () => [`tenant ${body.name} created`]);
     },
   },
@@ -123,18 +140,6 @@ export const tenantCommands: Command[] = [
     async run(context) {
       const body = (await apiFor(context).call('GET', ['tenants', context.positionals[0]!])) as Tenant;
       return show(context, body, () => tenantFields(body));
-    },
-  },
-  {
-    name: 'tenant delete',
-    args: 'NAME',
-    positionals: { min: 1, max: 1 },
-    summary: 'delete a tenant and its agents',
-    options: API_OPTIONS,
-    async run(context) {
-      const name = context.positionals[0]!;
-      const body = await apiFor(context).call('DELETE', ['tenants', name]);
-      return show(context, body, () => [`tenant ${name} deleted`]);
     },
   },
 ];

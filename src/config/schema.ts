@@ -1,4 +1,7 @@
 import { z } from 'zod';
+import { rateSchema, tenantLimitsSchema } from '../tenancy/limits/schema.js';
+import { maskingSchema } from '../tenancy/masking/schema.js';
+import { dataTagSchema, gatewayPolicySchema, tenantPolicyIssues, tenantPolicySchema } from '../tenancy/policy/schema.js';
 
 // Every limit has a safe default; every field can be omitted from YAML.
 
@@ -51,6 +54,12 @@ export const agentSchema = z
     endpoints: z.array(httpUrl).min(1).max(256),
     tags: z.array(z.string().min(1).max(64)).max(64).default([]),
     healthCheck: healthCheckOverrideSchema.optional(),
+    /** Data tags this agent may receive when the tenant's policy requires clearance. */
+    clearances: z.array(dataTagSchema).max(64).optional(),
+    /** Data tags every request this agent sends carries. */
+    dataTags: z.array(dataTagSchema).max(64).optional(),
+    /** This agent's rate limit as a target (overrides the tenant's per-agent default). */
+    limits: rateSchema.optional(),
   })
   .strict();
 
@@ -78,6 +87,12 @@ export const tenantSchema = z
       .object({ issuers: z.array(jwtIssuerSchema).max(16).default([]) })
       .strict()
       .prefault({}),
+    /** Who may call this tenant's agents and whom its agents may call (deny by default). */
+    policy: tenantPolicySchema.optional(),
+    /** Rate limits and quotas, concurrency per endpoint. */
+    limits: tenantLimitsSchema.optional(),
+    /** PII detection and masking of request bodies. */
+    masking: maskingSchema.optional(),
   })
   .strict();
 
@@ -205,12 +220,34 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    audit: z
+      .object({
+        /** all: every delegation decision is recorded; denials: only refusals (cheaper under heavy traffic). */
+        decisions: z.enum(['all', 'denials']).default('all'),
+        /**
+         * process: a record is committed (SQLite WAL) before its response is sent: survives kill -9.
+         * power: also fsynced: survives power loss, one fsync per commit batch.
+         */
+        durability: z.enum(['process', 'power']).default('process'),
+        /** Sign a checkpoint of the chain after this many records, or this often while there are new ones. */
+        checkpointEveryRecords: z.number().int().min(1).max(1_000_000).default(1000),
+        checkpointIntervalMs: z.number().int().min(1000).max(24 * 3600_000).default(60_000),
+      })
+      .strict()
+      .prefault({}),
+    /** Gateway-wide policy defaults (each tenant may override them). */
+    policy: gatewayPolicySchema.prefault({}),
     tenants: z.array(tenantSchema).default([]),
   })
   .strict()
   .superRefine((config, ctx) => {
     const seenTenants = new Set<string>();
     config.tenants.forEach((tenant, ti) => {
+      if (tenant.policy) {
+        for (const issue of tenantPolicyIssues(tenant.name, tenant.policy)) {
+          ctx.addIssue({ code: 'custom', path: ['tenants', ti, 'policy', ...issue.path], message: issue.message });
+        }
+      }
       if (seenTenants.has(tenant.name)) {
         ctx.addIssue({ code: 'custom', path: ['tenants', ti, 'name'], message: `duplicate tenant "${tenant.name}"` });
       }

@@ -22,6 +22,14 @@ export interface TargetAddress {
   readonly baseUrl: string;
 }
 
+export interface BufferedBody {
+  chunks: Buffer[];
+  length: number;
+  complete: boolean;
+}
+
+const NO_TAGS: readonly string[] = Object.freeze([]);
+
 /** Per-request state, shared by the stages. A class so every request has the same shape (fast property access). */
 export class RequestContext {
   readonly startedAt = performance.now();
@@ -47,6 +55,16 @@ export class RequestContext {
   abortUpstream: ((reason: Error) => void) | undefined = undefined;
   /** performance.now() after which the whole exchange is cut (timeouts.totalMs); 0 before forwarding. */
   deadlineAt = 0;
+  /**
+   * Set by a stage that had to read the body (masking, intent routing): the forwarder sends these
+   * bytes instead of reading `req`. With `complete` false the body was larger than the stage's limit
+   * and the rest still streams from `req` after the chunks.
+   */
+  body: BufferedBody | undefined = undefined;
+  /** Classification tags the request carries (config, `x-dmsc-data-tags`, the masking detector). */
+  dataTags: readonly string[] = NO_TAGS;
+  /** Frees the endpoint concurrency slot this request holds (concurrency stage). */
+  releaseSlot: (() => void) | undefined = undefined;
   /** Stages that counted this request in a limit set this, so their finish hook can release it. */
   admitted = false;
   finished = false;

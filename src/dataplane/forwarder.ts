@@ -1,5 +1,5 @@
 import http2, { type ClientHttp2Session, type Http2ServerRequest, type IncomingHttpHeaders } from 'node:http2';
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
@@ -117,8 +117,15 @@ export class Forwarder {
     if (ctx.deadlineAt !== 0) this.deadlines.delete(ctx);
   }
 
-  private body(ctx: RequestContext): Readable | null {
+  private body(ctx: RequestContext): Readable | Buffer | null {
     const req = ctx.req;
+    const buffered = ctx.body;
+    if (buffered) {
+      if (buffered.complete) return buffered.length === 0 ? null : Buffer.concat(buffered.chunks, buffered.length);
+      // Larger than the stage's limit and passed on: what was read, then the rest as it arrives.
+      const rest = req.headers['content-length'] === undefined ? req.pipe(byteLimit(this.opts.limits().maxBodyBytes - buffered.length)) : req;
+      return Readable.from(prefixed(buffered.chunks, rest), { objectMode: false });
+    }
     const length = req.headers['content-length'];
     if (length !== undefined) {
       // Node's parser enforces the declared length; the limit stage has already compared it.
@@ -210,8 +217,9 @@ export class Forwarder {
     stream.on('error', (err) => settle(err));
     stream.on('close', () => settle(new Error(`upstream stream closed (code ${stream.rstCode})`)));
     const body = this.body(ctx);
-    if (body) body.pipe(stream);
-    else stream.end();
+    if (body === null) stream.end();
+    else if (Buffer.isBuffer(body)) stream.end(body);
+    else body.pipe(stream);
   }
 
   /** Called once per failed attempt that produced no response: retry elsewhere when safe, else answer. */
@@ -253,7 +261,7 @@ export class Forwarder {
     if ((ctx.tried?.length ?? 0) + 1 >= MAX_ATTEMPTS) return false;
     // A body that was (partly) sent cannot be replayed: the stream is consumed.
     const req = ctx.req as Readable & { readableDidRead?: boolean };
-    const bodyUntouched = !req.readableDidRead;
+    const bodyUntouched = ctx.body ? ctx.body.complete : !req.readableDidRead;
     if (kind === 'connect') return bodyUntouched;
     if (kind === 'reset') return bodyUntouched && IDEMPOTENT.has(ctx.req.method ?? '');
     return false;
@@ -415,6 +423,11 @@ class Http1Relay implements Dispatcher.DispatchHandler {
     }
     this.forwarder.failed(this.ctx, this.endpoint, err);
   }
+}
+
+async function* prefixed(chunks: Buffer[], rest: Readable): AsyncGenerator<Buffer> {
+  yield* chunks;
+  for await (const chunk of rest) yield chunk as Buffer;
 }
 
 /** Counts body bytes of requests without a declared length and fails the stream past the limit. */

@@ -62,6 +62,8 @@ export function upstreamRequestHeaders(ctx: RequestContext, forGrpc: boolean): s
     if (listed?.has(lower)) continue;
     // A bearer token the gateway consumed to authenticate the caller is not passed on to the agent.
     if (lower === 'authorization' && ctx.identity?.via === 'jwt') continue;
+    // A stage replaced the body (masking): its length is set below.
+    if (lower === 'content-length' && ctx.body?.complete) continue;
     if (lower === 'x-forwarded-for') {
       forwardedFor = forwardedFor ? `${forwardedFor}, ${raw[i + 1]}` : raw[i + 1];
       continue;
@@ -82,6 +84,7 @@ export function upstreamRequestHeaders(ctx: RequestContext, forGrpc: boolean): s
     ctx.traceparent,
   );
   if (ctx.identity) out.push('x-dmsc-caller', ctx.identity.spiffeId);
+  if (ctx.body?.complete && ctx.body.length > 0) out.push('content-length', String(ctx.body.length));
   if (forGrpc) out.push('te', 'trailers');
   return out;
 }

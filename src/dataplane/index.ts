@@ -5,7 +5,7 @@ import type { RegistryView } from '../registry/types.js';
 import { pickRoundRobin } from '../routing/balancer.js';
 import { Forwarder, type ForwarderOptions } from './forwarder.js';
 import { startPlainListener, startTlsListener, type ListenerHandle } from './listeners.js';
-import { Pipeline } from './pipeline.js';
+import { Pipeline, type Stage } from './pipeline.js';
 import type { TLSSocket } from 'node:tls';
 import {
   accessLogStage,
@@ -37,6 +37,11 @@ export interface DataplaneOptions {
   authenticator: RequestAuthenticator;
   /** mTLS to https:// endpoints (see Forwarder). */
   upstreamTls?: ForwarderOptions['upstreamTls'];
+  /**
+   * Stages of other parts, at their places in the pipeline: after the target agent is known
+   * (authorize, rate limits), before the endpoint is chosen (masking), after it is (concurrency).
+   */
+  stages?: { afterRoute?: Stage[]; beforeBalance?: Stage[]; afterBalance?: Stage[] };
   /** Enrollment, trust bundles, CRLs, OAuth: answered by the gateway before authentication. */
   gatewayEndpoints?: GatewayEndpoints;
   tls?: {
@@ -73,7 +78,6 @@ export async function startDataplane(options: DataplaneOptions): Promise<Datapla
     ...(options.upstreamTls ? { upstreamTls: options.upstreamTls } : {}),
   });
   const limits = limitStage(() => config().limits);
-  // The authorize stage (policy) arrives with the tenancy work.
   const allowAnonymous = (listener: string) => {
     const listeners = config().listeners;
     return listener === 'plain' ? listeners.plain.allowAnonymous : listener === 'tls' && listeners.tls.allowAnonymous;
@@ -84,8 +88,11 @@ export async function startDataplane(options: DataplaneOptions): Promise<Datapla
       ...(options.gatewayEndpoints ? [gatewayEndpointsStage(options.gatewayEndpoints, () => config().domain)] : []),
       authenticateStage(options.authenticator, allowAnonymous),
       routeStage(registry, () => config().domain),
+      ...(options.stages?.afterRoute ?? []),
       agentCardStage(registry, options.refreshCard),
+      ...(options.stages?.beforeBalance ?? []),
       balanceStage(),
+      ...(options.stages?.afterBalance ?? []),
       accessLogStage(logger, () => config().logging.access),
       forwardStage(forwarder),
     ],

@@ -79,6 +79,11 @@ export class Keyring {
     return new Keyring(Buffer.from(key));
   }
 
+  /** A non-secret id of the master key (HKDF-derived): tells which key sealed a state directory. */
+  fingerprint(): string {
+    return Buffer.from(hkdfSync('sha256', this.master, Buffer.alloc(0), 'dmsc/master-key-id', 16)).toString('hex');
+  }
+
   private kek(purpose: string): Buffer {
     let key = this.keks.get(purpose);
     if (!key) {

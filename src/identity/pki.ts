@@ -757,6 +757,37 @@ class BuiltinCa implements BuiltinPki {
     return [...serials];
   }
 
+  /**
+   * Offboarding: revokes every unexpired certificate issued for the tenant (agents and the gateway's
+   * own client certificate), then retires the tenant's CAs so nothing they signed is trusted any
+   * more; listeners close live connections and rebuild the TLS trust. A tenant of the same name
+   * onboarded later gets a new CA.
+   */
+  async offboardTenant(tenant: string, actor = 'system'): Promise<{ revoked: string[]; retiredCas: string[] }> {
+    this.checkName('tenant', tenant);
+    return this.tenantLock.run(tenant, async () => {
+      const now = this.now();
+      const at = iso(now);
+      const live = (await this.store.listIssuedCerts({ tenant, revoked: false })).filter(
+        (cert) => Date.parse(cert.notAfter) + this.config.clockSkewMs > now,
+      );
+      const serials = new Set<string>();
+      for (const cert of live) serials.add((await this.revokeOne(cert.serial, 'offboarded', actor, at)).serial);
+      const { active, retiring } = this.tenantCas(tenant);
+      const retiredCas: string[] = [];
+      for (const ca of [...(active ? [active] : []), ...retiring]) {
+        await this.setStatus(ca, 'retired');
+        this.crlCache.delete(ca.record.id);
+        retiredCas.push(ca.record.id);
+      }
+      this.gatewayClientCache.delete(tenant);
+      this.audit({ tenant, action: 'ca.retire', target: retiredCas.join(','), decision: 'info', actor, reason: 'tenant offboarded' });
+      this.notifyRevoked(serials);
+      this.notifyTrustChanged();
+      return { revoked: [...serials], retiredCas };
+    });
+  }
+
   // ---- CRLs -----------------------------------------------------------------------------------
 
   private async regenerateCrl(caId: string): Promise<Uint8Array | undefined> {

@@ -6,9 +6,10 @@ import type { AuditLog } from '../audit/index.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { UpstreamTls } from '../dataplane/forwarder.js';
 import { Agent as UndiciAgent, type Dispatcher } from 'undici';
-import type { IdentityStore } from '../store/types.js';
+import type { DurableStore, IdentityStore } from '../store/types.js';
 import { ClientCertificates } from './authn.js';
-import { envMasterKey, fileMasterKey, Keyring, type MasterKeyProvider } from './keyring.js';
+import { Keyring } from './keyring.js';
+import { checkMasterKey, masterKeyProvider } from './master-key.js';
 import { generateKeyAndCsr } from './keygen.js';
 import { createPki } from './pki.js';
 import { spiffeIdFor } from './spiffe.js';
@@ -56,12 +57,6 @@ export interface IdentityRuntime {
   stop(): Promise<void>;
 }
 
-function masterKeyProvider(config: GatewayConfig, stateDir: string, env: NodeJS.ProcessEnv): MasterKeyProvider {
-  const { file, env: variable } = config.identity.masterKey;
-  if (variable) return envMasterKey(variable, env);
-  if (file) return fileMasterKey(path.resolve(file), { create: false });
-  return fileMasterKey(path.join(stateDir, 'master.key'), { create: true });
-}
 
 async function writeAtomic(file: string, contents: string, mode: number): Promise<void> {
   const temp = `${file}.${process.pid}.tmp`;
@@ -86,12 +81,13 @@ export async function startIdentity(deps: {
   config: GatewayConfig;
   stateDir: string;
   env: NodeJS.ProcessEnv;
-  store: IdentityStore;
+  store: IdentityStore & Pick<DurableStore, 'getMeta' | 'setMeta'>;
   audit: AuditLog;
   logger: Logger;
 }): Promise<IdentityRuntime> {
   const { config, stateDir, logger, audit } = deps;
   const keyring = await Keyring.open(masterKeyProvider(config, stateDir, deps.env));
+  await checkMasterKey(deps.store, keyring);
   const trustDomain = config.identity.trustDomain ?? config.domain;
   const pki = await createPki({ store: deps.store, keyring, trustDomain, config: config.identity, logger, audit: (event) => audit.record(event) });
   const certificates = new ClientCertificates(pki, audit, logger, Boolean(config.listeners.tls.mtls.caFile), config.identity.clockSkewMs);

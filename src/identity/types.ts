@@ -59,6 +59,8 @@ export interface Pki {
   revoke(serial: string, reason: string, actor?: string): Promise<IssuedCertRecord>;
   /** Revokes every unexpired certificate of the agent. Returns the serials revoked. */
   revokeAgent(tenant: string, agent: string, reason: string, actor?: string): Promise<string[]>;
+  /** Revokes all of the tenant's certificates and retires its CAs (offboarding). Audited. */
+  offboardTenant(tenant: string, actor?: string): Promise<{ revoked: string[]; retiredCas: string[] }>;
   isRevoked(serial: string): boolean;
   onRevoked(listener: (serials: ReadonlySet<string>) => void): void;
 

@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import { Agent as UndiciAgent, type Dispatcher } from 'undici';
-import { agentSchema, nameSchema, type GatewayConfig, type HealthCheckConfig, type TenantConfig } from '../config/schema.js';
-import type { AgentCardRecord, AgentRecord, DurableStore, TenantRecord } from '../store/types.js';
+import { agentSchema, nameSchema, type AgentConfig, type GatewayConfig, type HealthCheckConfig, type TenantConfig } from '../config/schema.js';
+import type { AgentCardRecord, AgentRecord, AgentSettings, DurableStore, TenantRecord } from '../store/types.js';
 import { cardSkills, jsonRpcPaths } from './card.js';
 import { fetchAgentCard } from './card-fetch.js';
 import { Endpoint, normalizeEndpointUrl } from './endpoint.js';
 import { HealthChecker } from './health.js';
+import type { RateSpec } from '../tenancy/limits/index.js';
 import {
   RegistryError,
   type AgentRuntime,
@@ -24,6 +25,11 @@ export interface RegistryOptions {
   logger: Logger;
   healthDefaults: HealthCheckConfig;
   cards: CardsConfig;
+  /**
+   * Checks a tenant spec (policy, limits, masking) before it is stored; returns the problems as
+   * `path: message` lines. Without it any object is accepted.
+   */
+  validateTenantSpec?: (tenant: string, spec: Record<string, unknown>) => string[];
   /** The client for an agent's https:// endpoints (mutual TLS with the gateway's certificate). */
   tlsDispatcher?: (tenant: string, agent: string) => Dispatcher | Promise<Dispatcher>;
 }
@@ -56,6 +62,9 @@ export class Registry implements RegistryView, RegistryAdmin {
   private readonly health: HealthChecker;
   private readonly changeListeners: Array<() => void> = [];
   private readonly tenantListeners: Array<(tenant: string) => Promise<void>> = [];
+  private readonly tenantChangeListeners: Array<(tenant: string, record: TenantRecord | undefined) => void> = [];
+  private readonly validateSpec: (tenant: string, spec: Record<string, unknown>) => string[];
+  private readonly agentListeners: Array<(tenant: string, agent: string) => void> = [];
   private readonly tlsDispatcher: RegistryOptions['tlsDispatcher'];
   /** Which agent an endpoint belongs to (for its mTLS client). */
   private readonly owners = new WeakMap<Endpoint, { tenant: string; agent: string }>();
@@ -70,6 +79,7 @@ export class Registry implements RegistryView, RegistryAdmin {
     this.healthDefaults = options.healthDefaults;
     this.cards = options.cards;
     this.tlsDispatcher = options.tlsDispatcher;
+    this.validateSpec = options.validateTenantSpec ?? (() => []);
     this.health = new HealthChecker((endpoint) => this.dispatcherFor(endpoint), this.logger, () => undefined);
   }
 
@@ -111,6 +121,29 @@ export class Registry implements RegistryView, RegistryAdmin {
     this.tenantListeners.push(listener);
   }
 
+  /**
+   * Called when a tenant appears, its spec changes or it goes away (record undefined); only for that
+   * tenant, so tenant-scoped state (policy, limits) is rebuilt for it alone.
+   */
+  onTenantChanged(listener: (tenant: string, record: TenantRecord | undefined) => void): void {
+    this.tenantChangeListeners.push(listener);
+  }
+
+  /** Called after an agent was added, changed or removed. */
+  onAgentChanged(listener: (tenant: string, agent: string) => void): void {
+    this.agentListeners.push(listener);
+  }
+
+  /** The agents of a tenant that have their own rate limit (`limits` in their settings). */
+  agentRateLimits(tenant: string): Map<string, RateSpec> {
+    const limits = new Map<string, RateSpec>();
+    for (const entry of this.agentsOf(tenant)) {
+      const own = entry.record.settings?.limits;
+      if (own) limits.set(entry.record.name, own as RateSpec);
+    }
+    return limits;
+  }
+
   liveOrigins(): Set<string> {
     const origins = new Set<string>();
     for (const entry of this.agents.values()) for (const endpoint of entry.endpoints) origins.add(endpoint.origin);
@@ -133,8 +166,15 @@ export class Registry implements RegistryView, RegistryAdmin {
       const wanted = new Map(tenants.map((tenant) => [tenant.name, tenant]));
       for (const tenant of tenants) {
         const existing = this.tenants.get(tenant.name);
-        if (!existing || existing.source !== 'config') {
-          await this.saveTenant({ name: tenant.name, source: 'config', createdAt: existing?.createdAt ?? now(), updatedAt: now() });
+        const spec = tenantSpecOf(tenant);
+        if (!existing || existing.source !== 'config' || !sameSpec(existing.spec, spec)) {
+          await this.saveTenant({
+            name: tenant.name,
+            source: 'config',
+            ...(spec ? { spec } : {}),
+            createdAt: existing?.createdAt ?? now(),
+            updatedAt: now(),
+          });
         }
         const names = new Set(tenant.agents.map((agent) => agent.name));
         for (const agent of tenant.agents) {
@@ -145,6 +185,7 @@ export class Registry implements RegistryView, RegistryAdmin {
             endpoints: agent.endpoints.map(normalizeEndpointUrl),
             tags: agent.tags,
             ...(agent.healthCheck ? { healthCheck: agent.healthCheck } : {}),
+            ...settingsOf(agent),
             source: 'config',
             createdAt: current?.createdAt ?? now(),
             updatedAt: now(),
@@ -212,15 +253,32 @@ export class Registry implements RegistryView, RegistryAdmin {
     return this.tenants.get(name);
   }
 
-  createTenant(name: string): Promise<TenantRecord> {
+  createTenant(name: string, spec?: Record<string, unknown>): Promise<TenantRecord> {
     return this.serialized(async () => {
       const valid = nameSchema.safeParse(name);
       if (!valid.success) throw new RegistryError('invalid', `tenant name: ${valid.error.issues[0]!.message}`);
       if (this.tenants.has(name)) throw new RegistryError('conflict', `tenant "${name}" already exists`);
-      const record: TenantRecord = { name, source: 'api', createdAt: now(), updatedAt: now() };
+      if (spec) this.checkSpec(name, spec);
+      const record: TenantRecord = { name, source: 'api', ...(spec ? { spec } : {}), createdAt: now(), updatedAt: now() };
       await this.saveTenant(record);
       return record;
     });
+  }
+
+  setTenantSpec(name: string, spec: Record<string, unknown>): Promise<TenantRecord> {
+    return this.serialized(async () => {
+      const tenant = this.requireTenant(name);
+      if (tenant.source === 'config') throw managedByConfig(`tenant "${name}"`);
+      this.checkSpec(name, spec);
+      const record: TenantRecord = { ...tenant, spec, updatedAt: now() };
+      await this.saveTenant(record);
+      return record;
+    });
+  }
+
+  private checkSpec(tenant: string, spec: Record<string, unknown>): void {
+    const problems = this.validateSpec(tenant, spec);
+    if (problems.length > 0) throw new RegistryError('invalid', problems.join('; '));
   }
 
   deleteTenant(name: string): Promise<void> {
@@ -307,7 +365,15 @@ export class Registry implements RegistryView, RegistryAdmin {
   }
 
   private apiRecord(tenant: string, name: string, spec: AgentSpec, createdAt?: string): AgentRecord {
-    const parsed = agentSchema.safeParse({ name, endpoints: spec.endpoints, tags: spec.tags ?? [], healthCheck: spec.healthCheck });
+    const parsed = agentSchema.safeParse({
+      name,
+      endpoints: spec.endpoints,
+      tags: spec.tags ?? [],
+      healthCheck: spec.healthCheck,
+      clearances: spec.clearances,
+      dataTags: spec.dataTags,
+      limits: spec.limits,
+    });
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       throw new RegistryError('invalid', `${issue.path.join('.') || 'agent'}: ${issue.message}`);
@@ -319,6 +385,7 @@ export class Registry implements RegistryView, RegistryAdmin {
       endpoints: [...new Set(agent.endpoints.map(normalizeEndpointUrl))],
       tags: agent.tags,
       ...(agent.healthCheck ? { healthCheck: agent.healthCheck } : {}),
+      ...settingsOf(agent),
       source: 'api',
       createdAt: createdAt ?? now(),
       updatedAt: now(),
@@ -330,14 +397,27 @@ export class Registry implements RegistryView, RegistryAdmin {
   }
 
   private async saveTenant(record: TenantRecord): Promise<void> {
-    if (!this.tenants.has(record.name)) for (const listener of this.tenantListeners) await listener(record.name);
+    const previous = this.tenants.get(record.name);
+    if (!previous) for (const listener of this.tenantListeners) await listener(record.name);
     await this.store.putTenant(record);
     this.tenants.set(record.name, record);
+    if (!previous || !sameSpec(previous.spec, record.spec)) this.notifyTenantChanged(record.name, record);
+  }
+
+  private notifyTenantChanged(name: string, record: TenantRecord | undefined): void {
+    for (const listener of this.tenantChangeListeners) {
+      try {
+        listener(name, record);
+      } catch (err) {
+        this.logger.error({ err, tenant: name }, 'tenant change listener failed');
+      }
+    }
   }
 
   private async removeTenant(name: string): Promise<void> {
     await this.store.deleteTenant(name);
     this.tenants.delete(name);
+    this.notifyTenantChanged(name, undefined);
   }
 
   private async saveAgent(record: AgentRecord): Promise<AgentEntry> {
@@ -347,6 +427,7 @@ export class Registry implements RegistryView, RegistryAdmin {
     if (previous && !keepCard && previous.runtime.card) await this.store.deleteAgentCard(record.tenant, record.name);
     const entry = this.install(record, keepCard, previous);
     if (this.started) this.activate(entry, !keepCard);
+    this.notifyAgentChanged(record.tenant, record.name);
     return entry;
   }
 
@@ -356,6 +437,17 @@ export class Registry implements RegistryView, RegistryAdmin {
     clearTimeout(entry.cardTimer);
     for (const endpoint of entry.endpoints) this.health.unwatch(endpoint);
     this.notifyEndpointsChanged();
+    this.notifyAgentChanged(entry.record.tenant, entry.record.name);
+  }
+
+  private notifyAgentChanged(tenant: string, agent: string): void {
+    for (const listener of this.agentListeners) {
+      try {
+        listener(tenant, agent);
+      } catch (err) {
+        this.logger.error({ err, tenant, agent }, 'agent change listener failed');
+      }
+    }
   }
 
   /**
@@ -478,6 +570,9 @@ function buildRuntime(record: AgentRecord, endpoints: Endpoint[], card: AgentCar
     key: keyOf(record.tenant, record.name),
     endpoints,
     tags: record.tags,
+    clearances: record.settings?.clearances ?? NO_STRINGS,
+    dataTags: record.settings?.dataTags ?? NO_STRINGS,
+    skills: card ? cardSkills(card.card).map((skill) => ({ id: skill.id, tags: skill.tags })) : NO_SKILLS,
     ...(card ? { card } : {}),
     jsonRpcPaths: jsonRpcPaths(card?.card, record.endpoints),
     rrCursor,
@@ -507,7 +602,36 @@ function sameHealth(a: AgentRecord, b: AgentRecord): boolean {
 }
 
 function sameRecord(a: AgentRecord, b: AgentRecord): boolean {
-  return a.source === b.source && sameList(a.endpoints, b.endpoints) && sameList(a.tags, b.tags) && sameHealth(a, b);
+  return (
+    a.source === b.source &&
+    sameList(a.endpoints, b.endpoints) &&
+    sameList(a.tags, b.tags) &&
+    sameHealth(a, b) &&
+    JSON.stringify(a.settings ?? null) === JSON.stringify(b.settings ?? null)
+  );
+}
+
+const NO_STRINGS: readonly string[] = Object.freeze([]);
+const NO_SKILLS: AgentRuntime['skills'] = Object.freeze([]);
+
+/** The tenancy fields of a config tenant (everything but its name, agents and OAuth issuers). */
+function tenantSpecOf(tenant: TenantConfig): Record<string, unknown> | undefined {
+  const { name: _name, agents: _agents, oauth: _oauth, ...spec } = tenant;
+  const defined = Object.fromEntries(Object.entries(spec).filter(([, value]) => value !== undefined));
+  return Object.keys(defined).length > 0 ? defined : undefined;
+}
+
+function sameSpec(a: Record<string, unknown> | undefined, b: Record<string, unknown> | undefined): boolean {
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+function settingsOf(agent: AgentConfig): { settings?: AgentSettings } {
+  const settings: AgentSettings = {
+    ...(agent.clearances?.length ? { clearances: agent.clearances } : {}),
+    ...(agent.dataTags?.length ? { dataTags: agent.dataTags } : {}),
+    ...(agent.limits ? { limits: agent.limits as Record<string, unknown> } : {}),
+  };
+  return Object.keys(settings).length > 0 ? { settings } : {};
 }
 
 function managedByConfig(what: string): RegistryError {

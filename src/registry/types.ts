@@ -1,4 +1,4 @@
-import type { AgentCardRecord, AgentRecord, HealthCheckOverride, TenantRecord } from '../store/types.js';
+import type { AgentCardRecord, AgentRecord, AgentSettings, HealthCheckOverride, TenantRecord } from '../store/types.js';
 
 /** One replica of an agent. Mutable runtime state lives here; the data plane reads it per request. */
 export interface EndpointState {
@@ -24,6 +24,12 @@ export interface AgentRuntime {
   readonly key: string;
   readonly endpoints: readonly EndpointState[];
   readonly tags: readonly string[];
+  /** Data tags this agent may receive. */
+  readonly clearances: readonly string[];
+  /** Data tags every request this agent sends carries. */
+  readonly dataTags: readonly string[];
+  /** Skills from its Agent Card (id and tags), for policy rules on skills and capability tags. */
+  readonly skills: readonly { readonly id: string; readonly tags: readonly string[] }[];
   /** Last fetched Agent Card, if the agent serves one. */
   readonly card?: AgentCardRecord;
   /** Agent-relative paths of the card's JSON-RPC interfaces (e.g. '/a2a/jsonrpc'), for A2A-shaped errors. */
@@ -46,7 +52,12 @@ export interface AgentSpec {
   endpoints: string[];
   tags?: string[];
   healthCheck?: HealthCheckOverride;
+  clearances?: string[];
+  dataTags?: string[];
+  limits?: Record<string, unknown>;
 }
+
+export type { AgentSettings };
 
 export interface EndpointStatus {
   url: string;
@@ -89,7 +100,10 @@ export class RegistryError extends Error {
 export interface RegistryAdmin {
   listTenants(): TenantRecord[];
   getTenant(name: string): TenantRecord | undefined;
-  createTenant(name: string): Promise<TenantRecord>; // conflict if exists
+  /** `spec`: the tenant's policy, limits and masking (validated by the registry's `validateTenantSpec`). */
+  createTenant(name: string, spec?: Record<string, unknown>): Promise<TenantRecord>; // conflict if exists, invalid
+  /** Replaces an API tenant's spec (policy, limits, masking); managed_by_config for config tenants. */
+  setTenantSpec(name: string, spec: Record<string, unknown>): Promise<TenantRecord>;
   deleteTenant(name: string): Promise<void>; // not_found; managed_by_config
   listAgents(tenant: string): AgentView[]; // not_found if tenant absent
   getAgent(tenant: string, agent: string): AgentView | undefined;

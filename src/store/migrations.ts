@@ -108,4 +108,52 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: str
       `CREATE INDEX audit_events_tenant ON audit_events (tenant, seq)`,
     ],
   },
+  {
+    version: 3,
+    name: 'audit-chain',
+    sql: [
+      // Records written before this migration get their chain fields when the gateway next starts (AuditLog).
+      `ALTER TABLE audit_events ADD COLUMN detail TEXT`,
+      `ALTER TABLE audit_events ADD COLUMN excerpt TEXT`,
+      `ALTER TABLE audit_events ADD COLUMN prev_hash TEXT`,
+      `ALTER TABLE audit_events ADD COLUMN hash TEXT`,
+      `CREATE TABLE audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        time TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL
+      )`,
+      `CREATE TABLE audit_keys (
+        key_id TEXT PRIMARY KEY,
+        public_key_pem TEXT NOT NULL,
+        sealed_private_key TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      )`,
+    ],
+  },
+  {
+    version: 4,
+    name: 'tenancy',
+    sql: [
+      // The tenant's policy, limits and masking (JSON), and an agent's clearances, data tags and rate limit.
+      `ALTER TABLE tenants ADD COLUMN spec TEXT`,
+      `ALTER TABLE agents ADD COLUMN settings TEXT`,
+      `CREATE TABLE tenant_keys (
+        tenant TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        wrapped_key TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (tenant, version)
+      )`,
+      // Admin API tokens scoped to one tenant (read-only); the operator token stays in meta.
+      `CREATE TABLE admin_tokens (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        description TEXT,
+        created_at TEXT NOT NULL
+      )`,
+    ],
+  },
 ];

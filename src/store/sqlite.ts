@@ -1,9 +1,16 @@
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
+import { canonicalJson, chainRecord, CHECKPOINT_KEY_PURPOSE } from '../audit/index.js';
 import type {
+  AdminTokenRecord,
   AgentCardRecord,
   AgentRecord,
+  AuditCheckpointRecord,
+  AuditFilter,
+  AuditKeyRecord,
   AuditRecord,
+  ChainedAuditRecord,
+  StoredAuditRow,
   BootstrapTokenRecord,
   CaRecord,
   ClientSecretRecord,
@@ -11,12 +18,15 @@ import type {
   DurableStore,
   IssuedCertRecord,
   SigningKeyRecord,
+  TenantKeyRecord,
   TenantRecord,
 } from './types.js';
+
 
 interface TenantRow {
   name: string;
   source: string;
+  spec?: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -26,6 +36,7 @@ interface AgentRow extends TenantRow {
   endpoints: string;
   tags: string;
   health_check: string | null;
+  settings?: string | null;
 }
 
 interface CardRow {
@@ -40,6 +51,7 @@ interface CardRow {
 const toTenant = (row: TenantRow): TenantRecord => ({
   name: row.name,
   source: row.source as TenantRecord['source'],
+  ...(row.spec ? { spec: JSON.parse(row.spec) as Record<string, unknown> } : {}),
   createdAt: row.created_at,
   updatedAt: row.updated_at,
 });
@@ -50,6 +62,7 @@ const toAgent = (row: AgentRow): AgentRecord => ({
   endpoints: JSON.parse(row.endpoints) as string[],
   tags: JSON.parse(row.tags) as string[],
   ...(row.health_check ? { healthCheck: JSON.parse(row.health_check) as AgentRecord['healthCheck'] } : {}),
+  ...(row.settings ? { settings: JSON.parse(row.settings) as AgentRecord['settings'] } : {}),
   source: row.source as AgentRecord['source'],
   createdAt: row.created_at,
   updatedAt: row.updated_at,
@@ -72,6 +85,15 @@ function compact<T extends object>(value: T): T {
   for (const key of Object.keys(value) as Array<keyof T>) if (value[key] === undefined) delete value[key];
   return value;
 }
+
+const toAdminToken = (row: Row): AdminTokenRecord =>
+  compact({
+    id: String(row.id),
+    tokenHash: String(row.token_hash),
+    tenant: String(row.tenant),
+    description: str(row.description),
+    createdAt: String(row.created_at),
+  });
 
 const toCa = (row: Row): CaRecord =>
   compact({
@@ -122,8 +144,16 @@ const toSigningKey = (row: Row): SigningKeyRecord => ({
   createdAt: String(row.created_at),
 });
 
-const toAudit = (row: Row): AuditRecord =>
-  compact({
+const toAudit = (row: Row): ChainedAuditRecord => {
+  let detail: Record<string, unknown> | undefined;
+  if (typeof row.detail === 'string') {
+    try {
+      detail = JSON.parse(row.detail) as Record<string, unknown>;
+    } catch {
+      // a tampered row: listed without its detail, and `dmsc audit verify` names it
+    }
+  }
+  return compact({
     seq: Number(row.seq),
     time: String(row.time),
     tenant: str(row.tenant),
@@ -133,7 +163,36 @@ const toAudit = (row: Row): AuditRecord =>
     decision: row.decision as AuditRecord['decision'],
     reason: str(row.reason),
     requestId: str(row.request_id),
+    detail,
+    excerpt: str(row.excerpt),
+    prevHash: str(row.prev_hash) ?? '',
+    hash: str(row.hash) ?? '',
   });
+};
+
+const toStoredAuditRow = (row: Row): StoredAuditRow => ({
+  seq: Number(row.seq),
+  time: row.time,
+  tenant: row.tenant,
+  actor: row.actor,
+  action: row.action,
+  target: row.target,
+  decision: row.decision,
+  reason: row.reason,
+  requestId: row.request_id,
+  detail: row.detail,
+  excerpt: row.excerpt,
+  prevHash: row.prev_hash,
+  hash: row.hash,
+});
+
+const toCheckpoint = (row: Row): AuditCheckpointRecord => ({
+  seq: Number(row.seq),
+  hash: String(row.hash),
+  time: String(row.time),
+  keyId: String(row.key_id),
+  signature: String(row.signature),
+});
 
 /**
  * The embedded durable store: one SQLite file in WAL mode. better-sqlite3 is synchronous; writes are
@@ -224,10 +283,10 @@ export class SqliteStore implements DurableStore {
   async putTenant(tenant: TenantRecord): Promise<void> {
     this
       .sql(
-        `INSERT INTO tenants (name, source, created_at, updated_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (name) DO UPDATE SET source = excluded.source, updated_at = excluded.updated_at`,
+        `INSERT INTO tenants (name, source, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET source = excluded.source, spec = excluded.spec, updated_at = excluded.updated_at`,
       )
-      .run(tenant.name, tenant.source, tenant.createdAt, tenant.updatedAt);
+      .run(tenant.name, tenant.source, tenant.spec ? JSON.stringify(tenant.spec) : null, tenant.createdAt, tenant.updatedAt);
   }
 
   async deleteTenant(name: string): Promise<boolean> {
@@ -250,10 +309,11 @@ export class SqliteStore implements DurableStore {
   async putAgent(agent: AgentRecord): Promise<void> {
     this
       .sql(
-        `INSERT INTO agents (tenant, name, endpoints, tags, health_check, source, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO agents (tenant, name, endpoints, tags, health_check, settings, source, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (tenant, name) DO UPDATE SET endpoints = excluded.endpoints, tags = excluded.tags,
-           health_check = excluded.health_check, source = excluded.source, updated_at = excluded.updated_at`,
+           health_check = excluded.health_check, settings = excluded.settings, source = excluded.source,
+           updated_at = excluded.updated_at`,
       )
       .run(
         agent.tenant,
@@ -261,6 +321,7 @@ export class SqliteStore implements DurableStore {
         JSON.stringify(agent.endpoints),
         JSON.stringify(agent.tags),
         agent.healthCheck ? JSON.stringify(agent.healthCheck) : null,
+        agent.settings ? JSON.stringify(agent.settings) : null,
         agent.source,
         agent.createdAt,
         agent.updatedAt,
@@ -408,6 +469,78 @@ export class SqliteStore implements DurableStore {
       .run(secret.tenant, secret.agent, secret.secretHash, secret.createdAt);
   }
 
+  async putAdminToken(token: AdminTokenRecord): Promise<void> {
+    this
+      .sql('INSERT INTO admin_tokens (id, token_hash, tenant, description, created_at) VALUES (?, ?, ?, ?, ?)')
+      .run(token.id, token.tokenHash, token.tenant, token.description ?? null, token.createdAt);
+  }
+
+  async listAdminTokens(tenant?: string): Promise<AdminTokenRecord[]> {
+    const rows = (
+      tenant === undefined
+        ? this.sql('SELECT * FROM admin_tokens ORDER BY created_at, id').all()
+        : this.sql('SELECT * FROM admin_tokens WHERE tenant = ? ORDER BY created_at, id').all(tenant)
+    ) as Row[];
+    return rows.map(toAdminToken);
+  }
+
+  async findAdminToken(tokenHash: string): Promise<AdminTokenRecord | undefined> {
+    const row = this.sql('SELECT * FROM admin_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    return row && toAdminToken(row);
+  }
+
+  async deleteAdminToken(id: string): Promise<boolean> {
+    return this.sql('DELETE FROM admin_tokens WHERE id = ?').run(id).changes > 0;
+  }
+
+  async listTenantKeys(tenant?: string): Promise<TenantKeyRecord[]> {
+    const rows = (
+      tenant === undefined
+        ? this.sql('SELECT * FROM tenant_keys ORDER BY tenant, version').all()
+        : this.sql('SELECT * FROM tenant_keys WHERE tenant = ? ORDER BY version').all(tenant)
+    ) as Row[];
+    return rows.map((row) => ({
+      tenant: String(row.tenant),
+      version: Number(row.version),
+      wrappedKey: String(row.wrapped_key),
+      createdAt: String(row.created_at),
+    }));
+  }
+
+  async putTenantKey(key: TenantKeyRecord): Promise<void> {
+    this
+      .sql('INSERT INTO tenant_keys (tenant, version, wrapped_key, created_at) VALUES (?, ?, ?, ?)')
+      .run(key.tenant, key.version, key.wrappedKey, key.createdAt);
+  }
+
+  async deleteTenantKeys(tenant: string): Promise<number> {
+    return this.sql('DELETE FROM tenant_keys WHERE tenant = ?').run(tenant).changes;
+  }
+
+  async rewrapSealed(rewrap: (purpose: string, context: string, sealed: string) => string, meta: Record<string, string> = {}): Promise<number> {
+    // Every table holding a value sealed by the master key: [table, key column, sealed column, purpose, context].
+    const sealedColumns: Array<[string, string, string, string, (row: Row) => string]> = [
+      ['cas', 'id', 'sealed_key', 'ca-key', (row) => String(row.id)],
+      ['signing_keys', 'kid', 'sealed_private_key', 'signing-key', (row) => String(row.kid)],
+      ['tenant_keys', 'rowid', 'wrapped_key', 'tenant-data-key', (row) => `${String(row.tenant)}/${Number(row.version)}`],
+      ['audit_keys', 'key_id', 'sealed_private_key', CHECKPOINT_KEY_PURPOSE, (row) => String(row.key_id)],
+    ];
+    let count = 0;
+    this.conn.transaction(() => {
+      for (const [table, key, column, purpose, context] of sealedColumns) {
+        const rows = this.conn.prepare(`SELECT rowid AS rowid, * FROM ${table}`).all() as Row[];
+        const update = this.conn.prepare(`UPDATE ${table} SET ${column} = ? WHERE ${key === 'rowid' ? 'rowid' : key} = ?`);
+        for (const row of rows) {
+          update.run(rewrap(purpose, context(row), String(row[column])), row[key === 'rowid' ? 'rowid' : key]);
+          count++;
+        }
+      }
+      const setMeta = this.conn.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value');
+      for (const [key, value] of Object.entries(meta)) setMeta.run(key, value);
+    })();
+    return count;
+  }
+
   async getClientSecret(tenant: string, agent: string): Promise<ClientSecretRecord | undefined> {
     const row = this.sql('SELECT * FROM client_secrets WHERE tenant = ? AND agent = ?').get(tenant, agent) as Row | undefined;
     return row && { tenant: String(row.tenant), agent: String(row.agent), secretHash: String(row.secret_hash), createdAt: String(row.created_at) };
@@ -417,31 +550,118 @@ export class SqliteStore implements DurableStore {
     this.sql('DELETE FROM client_secrets WHERE tenant = ? AND agent = ?').run(tenant, agent);
   }
 
-  async appendAudit(record: Omit<AuditRecord, 'seq'>): Promise<AuditRecord> {
-    const info = this
-      .sql(
-        `INSERT INTO audit_events (time, tenant, actor, action, target, decision, reason, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        record.time,
-        record.tenant ?? null,
-        record.actor ?? null,
-        record.action,
-        record.target ?? null,
-        record.decision,
-        record.reason ?? null,
-        record.requestId ?? null,
-      );
-    return { ...record, seq: Number(info.lastInsertRowid) };
+  // ---- audit trail (src/audit owns the chain; these only store it) -------------------------------
+
+  async appendAudit(record: Omit<AuditRecord, 'seq'>): Promise<ChainedAuditRecord> {
+    const { time, ...event } = record;
+    // IMMEDIATE: the head read and the insert are one write transaction, so two writers cannot fork the chain.
+    return this.conn
+      .transaction(() => {
+        const head = this.auditHead();
+        const { record: chained } = chainRecord(head && { seq: head.seq, hash: head.hash ?? '' }, event, time);
+        this.insertAudit(chained);
+        return chained;
+      })
+      .immediate();
   }
 
-  async listAudit(filter: { tenant?: string; action?: string; afterSeq?: number; limit?: number } = {}): Promise<AuditRecord[]> {
+  auditHead(): { seq: number; hash: string | null } | undefined {
+    const row = this.sql('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
+    return row && { seq: Number(row.seq), hash: row.hash === null ? null : String(row.hash) };
+  }
+
+  insertAuditBatch(records: readonly ChainedAuditRecord[], options: { fsync?: boolean } = {}): void {
+    const all = this.conn.transaction(() => {
+      for (const record of records) this.insertAudit(record);
+    });
+    if (!options.fsync) return void all();
+    this.sql('PRAGMA synchronous = FULL').run();
+    try {
+      all();
+    } finally {
+      this.sql('PRAGMA synchronous = NORMAL').run();
+    }
+  }
+
+  insertAudit(record: ChainedAuditRecord, options: { fsync?: boolean } = {}): void {
+    const insert = () =>
+      this
+        .sql(
+          `INSERT INTO audit_events (seq, time, tenant, actor, action, target, decision, reason, request_id, detail, excerpt, prev_hash, hash)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          record.seq,
+          record.time,
+          record.tenant ?? null,
+          record.actor ?? null,
+          record.action,
+          record.target ?? null,
+          record.decision,
+          record.reason ?? null,
+          record.requestId ?? null,
+          record.detail === undefined ? null : canonicalJson(record.detail),
+          record.excerpt ?? null,
+          record.prevHash,
+          record.hash,
+        );
+    if (!options.fsync) return void insert();
+    // synchronous is per connection and applies to the next commit: FULL fsyncs the WAL (and with it
+    // every earlier commit) before this insert returns; other writes stay at NORMAL.
+    this.sql('PRAGMA synchronous = FULL').run();
+    try {
+      insert();
+    } finally {
+      this.sql('PRAGMA synchronous = NORMAL').run();
+    }
+  }
+
+  setAuditChain(seq: number, prevHash: string, hash: string): void {
+    this.sql('UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?').run(prevHash, hash, seq);
+  }
+
+  auditRows(afterSeq: number, limit: number): StoredAuditRow[] {
+    return (this.sql('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?').all(afterSeq, limit) as Row[]).map(toStoredAuditRow);
+  }
+
+  async listAudit(filter: AuditFilter = {}): Promise<ChainedAuditRecord[]> {
     const where: string[] = ['seq > ?'];
     const args: unknown[] = [filter.afterSeq ?? 0];
     if (filter.tenant !== undefined) (where.push('tenant = ?'), args.push(filter.tenant));
     if (filter.action !== undefined) (where.push('action = ?'), args.push(filter.action));
+    if (filter.since !== undefined) (where.push('time >= ?'), args.push(filter.since));
+    if (filter.until !== undefined) (where.push('time < ?'), args.push(filter.until));
     args.push(Math.min(Math.max(filter.limit ?? 1000, 1), 10000));
     const sql = `SELECT * FROM audit_events WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`;
     return (this.sql(sql).all(...args) as Row[]).map(toAudit);
+  }
+
+  insertAuditCheckpoint(checkpoint: AuditCheckpointRecord): void {
+    this
+      .sql('INSERT INTO audit_checkpoints (seq, hash, time, key_id, signature) VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING')
+      .run(checkpoint.seq, checkpoint.hash, checkpoint.time, checkpoint.keyId, checkpoint.signature);
+  }
+
+  async listAuditCheckpoints(upToSeq?: number): Promise<AuditCheckpointRecord[]> {
+    const rows =
+      upToSeq === undefined
+        ? this.sql('SELECT * FROM audit_checkpoints ORDER BY seq').all()
+        : this.sql('SELECT * FROM audit_checkpoints WHERE seq <= ? ORDER BY seq').all(upToSeq);
+    return (rows as Row[]).map(toCheckpoint);
+  }
+
+  async listAuditKeys(): Promise<AuditKeyRecord[]> {
+    return (this.sql('SELECT * FROM audit_keys ORDER BY created_at, key_id').all() as Row[]).map((row) => ({
+      keyId: String(row.key_id),
+      publicKeyPem: String(row.public_key_pem),
+      sealedPrivateKey: String(row.sealed_private_key),
+      createdAt: String(row.created_at),
+    }));
+  }
+
+  async putAuditKey(key: AuditKeyRecord): Promise<void> {
+    this
+      .sql('INSERT INTO audit_keys (key_id, public_key_pem, sealed_private_key, created_at) VALUES (?, ?, ?, ?)')
+      .run(key.keyId, key.publicKeyPem, key.sealedPrivateKey, key.createdAt);
   }
 }

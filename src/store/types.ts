@@ -8,6 +8,11 @@ export type RecordSource = 'config' | 'api';
 export interface TenantRecord {
   name: string;
   source: RecordSource;
+  /**
+   * The tenant's policy, limits and masking settings (`tenants[]` fields of the config file other than
+   * name/agents/oauth), kept as given and validated by the tenancy part.
+   */
+  spec?: Record<string, unknown>;
   createdAt: string; // ISO-8601
   updatedAt: string;
 }
@@ -27,9 +32,20 @@ export interface AgentRecord {
   endpoints: string[];
   tags: string[];
   healthCheck?: HealthCheckOverride;
+  /** Tenancy settings of the agent: clearances, data tags, rate limit. */
+  settings?: AgentSettings;
   source: RecordSource;
   createdAt: string;
   updatedAt: string;
+}
+
+export interface AgentSettings {
+  /** Data tags this agent may receive (policy `requireClearance`). */
+  clearances?: string[];
+  /** Data tags every request this agent sends carries. */
+  dataTags?: string[];
+  /** This agent's own rate limit as a target (overrides the tenant's per-agent default). */
+  limits?: Record<string, unknown>;
 }
 
 /** The last Agent Card fetched from an agent, exactly as the agent served it. */
@@ -43,7 +59,7 @@ export interface AgentCardRecord {
   fetchedAt: string;
 }
 
-export interface DurableStore extends IdentityStore {
+export interface DurableStore extends IdentityStore, AuditStore {
   /** Creates/migrates the schema. Idempotent. */
   open(): Promise<void>;
   close(): Promise<void>;
@@ -130,6 +146,23 @@ export interface SigningKeyRecord {
   createdAt: string;
 }
 
+export interface AdminTokenRecord {
+  id: string;
+  tokenHash: string;
+  /** The one tenant this token may read. */
+  tenant: string;
+  description?: string;
+  createdAt: string;
+}
+
+export interface TenantKeyRecord {
+  tenant: string;
+  version: number;
+  /** The 256-bit data key sealed by the Keyring ('tenant-data-key', context = `${tenant}/${version}`). */
+  wrappedKey: string;
+  createdAt: string;
+}
+
 export interface ClientSecretRecord {
   tenant: string;
   agent: string;
@@ -137,9 +170,9 @@ export interface ClientSecretRecord {
   createdAt: string;
 }
 
-/** One record of the audit trail (hash chaining, checkpoints and export come with the tenancy work). */
+/** One record of the audit trail, as a caller describes it (the trail adds its place in the hash chain). */
 export interface AuditRecord {
-  seq: number; // assigned by the store, increasing
+  seq: number; // assigned by the trail: 1, 2, 3, ... with no gaps
   time: string;
   tenant?: string;
   actor?: string; // an identity (SPIFFE ID), 'admin-token', 'anonymous', or an address
@@ -148,9 +181,99 @@ export interface AuditRecord {
   decision: 'allow' | 'deny' | 'info';
   reason?: string;
   requestId?: string;
+  /** A small JSON object of non-sensitive facts (e.g. masking kinds and counts, a limit's scope). */
+  detail?: Record<string, unknown>;
+  /** Opaque text (data sealed by the tenant's data key): stored and hashed, never interpreted. */
+  excerpt?: string;
 }
 
-export interface IdentityStore {
+/** A stored record with its link in the hash chain (see docs/audit.md for the hash's encoding). */
+export interface ChainedAuditRecord extends AuditRecord {
+  /** The previous record's hash; 64 zeros for seq 1. */
+  prevHash: string;
+  /** SHA-256 (hex) of the record's canonical encoding, every field but this one. */
+  hash: string;
+}
+
+/**
+ * A row of the audit table exactly as stored, values unchecked (a tampered table may hold anything):
+ * what verification reads. `detail` is the stored JSON text.
+ */
+export interface StoredAuditRow {
+  seq: number;
+  time: unknown;
+  tenant: unknown;
+  actor: unknown;
+  action: unknown;
+  target: unknown;
+  decision: unknown;
+  reason: unknown;
+  requestId: unknown;
+  detail: unknown;
+  excerpt: unknown;
+  prevHash: unknown;
+  hash: unknown;
+}
+
+export interface AuditFilter {
+  tenant?: string;
+  action?: string;
+  /** Only records with seq greater than this. */
+  afterSeq?: number;
+  /** Only records with time >= since (ISO-8601, UTC). */
+  since?: string;
+  /** Only records with time < until (ISO-8601, UTC). */
+  until?: string;
+  /** 1-10000, default 1000. */
+  limit?: number;
+}
+
+/** A signed statement "the record with this seq has this hash", written every N records or T ms. */
+export interface AuditCheckpointRecord {
+  seq: number;
+  hash: string;
+  time: string;
+  keyId: string;
+  /** Ed25519 signature (base64) over the checkpoint's canonical encoding (docs/audit.md). */
+  signature: string;
+}
+
+export interface AuditKeyRecord {
+  keyId: string;
+  publicKeyPem: string;
+  /** PKCS#8 PEM sealed by the Keyring ('audit-checkpoint-key', context = keyId). */
+  sealedPrivateKey: string;
+  createdAt: string;
+}
+
+/**
+ * The audit trail's storage. The writer's methods are synchronous on purpose: when `insertAudit`
+ * returns, the record is committed, so a caller that answers afterwards cannot lose it to a crash.
+ * One writer process per database is assumed (the chain head is cached by the writer).
+ */
+export interface AuditStore {
+  /** Appends a record at the end of the chain (reads the head from the database). Prefer AuditLog. */
+  appendAudit(record: Omit<AuditRecord, 'seq'>): Promise<ChainedAuditRecord>;
+  listAudit(filter?: AuditFilter): Promise<ChainedAuditRecord[]>;
+  /** The last record's seq and hash (hash null for a record written before hash chaining). */
+  auditHead(): { seq: number; hash: string | null } | undefined;
+  /** Inserts a fully formed record (explicit seq and hashes); throws if the seq is taken. Committed on return. */
+  insertAudit(record: ChainedAuditRecord, options?: { fsync?: boolean }): void;
+  /** Inserts several records in one transaction (group commit); all or none. Committed on return. */
+  insertAuditBatch(records: readonly ChainedAuditRecord[], options?: { fsync?: boolean }): void;
+  /** Sets the chain fields of a record written before hash chaining. */
+  setAuditChain(seq: number, prevHash: string, hash: string): void;
+  /** Rows with seq > afterSeq in seq order, as stored. */
+  auditRows(afterSeq: number, limit: number): StoredAuditRow[];
+  /** Inserts a checkpoint (a second one for the same seq is ignored). */
+  insertAuditCheckpoint(checkpoint: AuditCheckpointRecord): void;
+  /** Checkpoints in seq order, optionally only those at or below `upToSeq`. */
+  listAuditCheckpoints(upToSeq?: number): Promise<AuditCheckpointRecord[]>;
+  listAuditKeys(): Promise<AuditKeyRecord[]>;
+  putAuditKey(key: AuditKeyRecord): Promise<void>;
+}
+
+export interface IdentityStore extends Pick<AuditStore, 'appendAudit' | 'listAudit'> {
   listCas(): Promise<CaRecord[]>;
   putCa(ca: CaRecord): Promise<void>;
 
@@ -168,11 +291,23 @@ export interface IdentityStore {
   listSigningKeys(tenant?: string): Promise<SigningKeyRecord[]>;
   putSigningKey(key: SigningKeyRecord): Promise<void>;
 
+  /** Tenant-scoped Admin API tokens (hashes only). */
+  putAdminToken(token: AdminTokenRecord): Promise<void>;
+  listAdminTokens(tenant?: string): Promise<AdminTokenRecord[]>;
+  findAdminToken(tokenHash: string): Promise<AdminTokenRecord | undefined>;
+  deleteAdminToken(id: string): Promise<boolean>;
+
+  /** Tenant data keys (wrapped by the master key); deleting them crypto-shreds the tenant's sealed records. */
+  listTenantKeys(tenant?: string): Promise<TenantKeyRecord[]>;
+  putTenantKey(key: TenantKeyRecord): Promise<void>;
+  deleteTenantKeys(tenant: string): Promise<number>;
+  /**
+   * Replaces sealed values in one transaction (master-key rotation): `rewrap` gets each sealed value
+   * with the purpose and context it was sealed for and returns the new sealed value.
+   */
+  rewrapSealed(rewrap: (purpose: string, context: string, sealed: string) => string, meta?: Record<string, string>): Promise<number>;
+
   putClientSecret(secret: ClientSecretRecord): Promise<void>;
   getClientSecret(tenant: string, agent: string): Promise<ClientSecretRecord | undefined>;
   deleteClientSecret(tenant: string, agent: string): Promise<void>;
-
-  /** Appends and returns the stored record (with its seq). */
-  appendAudit(record: Omit<AuditRecord, 'seq'>): Promise<AuditRecord>;
-  listAudit(filter?: { tenant?: string; action?: string; afterSeq?: number; limit?: number }): Promise<AuditRecord[]>;
 }

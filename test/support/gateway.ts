@@ -33,7 +33,11 @@ type Raw = Record<string, unknown>;
  * Starts a real gateway in-process on ephemeral loopback ports with its state in a temp dir.
  * `raw` is config as it would appear in YAML (validated by the real schema).
  */
-export async function startTestGateway(raw: Raw = {}, opts: { stateDir?: string; logLevel?: string } = {}): Promise<TestGateway> {
+export async function startTestGateway(
+  raw: Raw = {},
+  opts: { stateDir?: string; logLevel?: string; devClientMayCall?: boolean } = {},
+): Promise<TestGateway> {
+  if (opts.devClientMayCall) raw = withDevClientPolicy(raw);
   const stateDir = opts.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), 'dmsc-test-')));
   const listeners = (raw.listeners ?? {}) as Raw;
   const config: GatewayConfig = configSchema.parse({
@@ -46,6 +50,8 @@ export async function startTestGateway(raw: Raw = {}, opts: { stateDir?: string;
       admin: { host: '127.0.0.1', port: 0, ...(listeners.admin as Raw) },
     },
     logging: { level: opts.logLevel ?? 'silent', ...(raw.logging as Raw) },
+    // Anonymous plaintext callers (above) pass policy too, unless a test says otherwise.
+    policy: { ...(raw.policy as Raw), defaults: { anonymous: 'allow', ...((raw.policy as Raw | undefined)?.defaults as Raw) } },
   });
   const gateway = await startGateway({
     config,
@@ -95,6 +101,29 @@ export async function startTestGateway(raw: Raw = {}, opts: { stateDir?: string;
       if (removeState && !opts.stateDir) await rm(stateDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Policy that lets the development client (default/dev-client) call every configured tenant's
+ * agents: an outbound rule in tenant `default` and an inbound rule in each tenant (both sides consent).
+ * For tests about forwarding over mTLS, not about authorization.
+ */
+function withDevClientPolicy(raw: Raw): Raw {
+  const tenants = ((raw.tenants ?? []) as Raw[]).map((tenant) => {
+    if (tenant.name === 'default') return tenant;
+    const policy = (tenant.policy ?? {}) as Raw;
+    const rules = [...((policy.rules ?? []) as Raw[]), { name: 'test-dev-client-in', from: { tenant: 'default', agents: ['dev-client'] } }];
+    return { ...tenant, policy: { ...policy, rules } };
+  });
+  const devRule = { name: 'test-dev-client-out', from: { agents: ['dev-client'] }, to: { tenant: '*' } };
+  const own = tenants.find((tenant) => tenant.name === 'default');
+  if (own) {
+    const policy = (own.policy ?? {}) as Raw;
+    own.policy = { ...policy, rules: [...((policy.rules ?? []) as Raw[]), devRule] };
+  } else {
+    tenants.push({ name: 'default', policy: { rules: [devRule] } });
+  }
+  return { ...raw, tenants };
 }
 
 /** Polls `check` until it returns true or the deadline passes (for state with no event to await). */
