@@ -147,10 +147,11 @@ export const tenancyCommands: Command[] = [
       })) as Explanation;
       show(context, body, () => {
         const decision = body.decision;
-        const rules = [decision.rule, decision.sourceRule].filter(Boolean).join(' + ');
+        // A rule decides an allow, or a deny rule; a missing consent is decided by its absence.
+        const rules = decision.allow || decision.code === 'denied_by_rule' ? [decision.rule, decision.sourceRule].filter(Boolean).join(' + ') : '';
         return [
           `${decision.allow ? 'ALLOW' : 'DENY'} ${body.caller} -> ${body.target} (${body.kind})`,
-          `decided by: ${rules || decision.code} (${decision.code})`,
+          `decided by: ${rules ? `${rules} (${decision.code})` : decision.code}`,
           decision.message,
           '',
           ...formatTable(
