@@ -121,6 +121,8 @@ describe('intra-tenant calls', () => {
     assert.equal(set.decide(caller('acme/xy'), target('acme/a'), request()).allow, false);
     assert.equal(set.decide(caller('acme/ops-1'), target('acme/b'), request()).rule, 'acme/prefix');
     assert.equal(set.decide(caller('acme/op'), target('acme/b'), request()).allow, false);
+    const lookalike = caller('acme/ops-1', { spiffeId: 'spiffe://exampl3.org/tenant/acme/agent/ops-1' });
+    assert.equal(set.decide(lookalike, target('acme/b'), request()).allow, false, 'same tail, other trust domain');
     assert.equal(set.decide(caller('acme/x', { spiffeId: undefined }), target('acme/a'), request()).allow, false);
   });
 

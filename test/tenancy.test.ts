@@ -299,7 +299,8 @@ describe('tenant-scoped reload', () => {
 
     await gw.gateway.reload(configSchema.parse({ ...gw.gateway.config(), ...raw({ anonymous: 'deny' }) }));
     const refused = await request(`${gw.plainUrl}/agents/ta/x/ping`);
-    assert.equal(refused.statusCode, 403, 'the new policy of A applies at once');
+    assert.equal(refused.statusCode, 401, 'the new policy of A applies at once: anonymous callers must authenticate');
+    assert.equal(refused.headers['x-dmsc-policy-decision'], 'anonymous_denied');
     await refused.body.text();
 
     await ended;

@@ -256,6 +256,7 @@ export class SqliteStore implements DurableStore {
 
   async close(): Promise<void> {
     this.statements.clear();
+    this.auditBatch = undefined;
     this.db?.close();
     this.db = undefined;
   }
@@ -570,14 +571,17 @@ export class SqliteStore implements DurableStore {
     return row && { seq: Number(row.seq), hash: row.hash === null ? null : String(row.hash) };
   }
 
+  /** One transaction function for every batch (better-sqlite3 builds a wrapper per transaction() call). */
+  private auditBatch: ((records: readonly ChainedAuditRecord[]) => void) | undefined;
+
   insertAuditBatch(records: readonly ChainedAuditRecord[], options: { fsync?: boolean } = {}): void {
-    const all = this.conn.transaction(() => {
-      for (const record of records) this.insertAudit(record);
+    this.auditBatch ??= this.conn.transaction((batch: readonly ChainedAuditRecord[]) => {
+      for (const record of batch) this.insertAudit(record);
     });
-    if (!options.fsync) return void all();
+    if (!options.fsync) return void this.auditBatch(records);
     this.sql('PRAGMA synchronous = FULL').run();
     try {
-      all();
+      this.auditBatch(records);
     } finally {
       this.sql('PRAGMA synchronous = NORMAL').run();
     }

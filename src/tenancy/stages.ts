@@ -138,6 +138,14 @@ function reasonOf(decision: Decision): string {
 }
 
 function forbidden(decision: Decision): GatewayError {
+  // An anonymous caller the tenant does not let in can fix it by authenticating: 401, not 403.
+  if (decision.code === 'anonymous_denied') {
+    return new GatewayError(401, 'unauthenticated', decision.message, {
+      'www-authenticate': 'Bearer realm="dmsc"',
+      'x-dmsc-auth-failure': 'no_credentials',
+      'x-dmsc-policy-decision': decision.code,
+    });
+  }
   return new GatewayError(403, 'forbidden', decision.message, { 'x-dmsc-policy-decision': decision.code });
 }
 

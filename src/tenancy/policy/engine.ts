@@ -242,14 +242,19 @@ class CompiledRule {
 function matchesPattern(patterns: { exact: ReadonlySet<string>; prefixes: readonly string[] }, value: string): boolean {
   if (patterns.exact.size !== 0 && patterns.exact.has(value)) return true;
   const prefixes = patterns.prefixes;
-  for (let i = 0; i < prefixes.length; i++) {
-    const prefix = prefixes[i]!;
-    const last = prefix.length - 1;
-    // Prefixes of one list tend to share their head and differ at the end: the last character
-    // turns most of them away before the (much slower) full comparison.
-    if (value.length > last && value.charCodeAt(last) === prefix.charCodeAt(last) && value.startsWith(prefix)) return true;
-  }
+  for (let i = 0; i < prefixes.length; i++) if (startsWithFromEnd(value, prefixes[i]!)) return true;
   return false;
+}
+
+/**
+ * value.startsWith(prefix), comparing from the prefix's last character back: prefixes tend to share
+ * their head ('spiffe://example.org/tenant/', '/a2a/') and differ at the end, so a mismatch is
+ * found in a character or two (String.prototype.startsWith walks the shared head every time).
+ */
+function startsWithFromEnd(value: string, prefix: string): boolean {
+  if (value.length < prefix.length) return false;
+  for (let i = prefix.length - 1; i >= 0; i--) if (value.charCodeAt(i) !== prefix.charCodeAt(i)) return false;
+  return true;
 }
 
 /** A target's tags (its own and its skills') and skill ids as sets, computed once per TargetAgent object. */
