@@ -131,6 +131,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     });
     const tenancy = new Tenancy({
       policyDefaults: current.policy.defaults,
+      tenantDefaults: current.tenantDefaults,
       keys,
       logger,
       agentLimitsOf: (tenant) => registry.agentRateLimits(tenant),
@@ -282,6 +283,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       registry.updateDefaults(next.healthCheck, next.cards);
       bearer.update(next.tenants, next.identity.clockSkewMs);
       tenancy.setDefaults(next.policy.defaults);
+      tenancy.setTenantDefaults(next.tenantDefaults);
       tokenService.update(next);
       await registry.applyConfig(next.tenants);
       logger.info({ tenants: next.tenants.length }, 'configuration reloaded');

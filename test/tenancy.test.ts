@@ -400,6 +400,36 @@ describe('rate limits and concurrency', () => {
   });
 });
 
+describe('tenant defaults', () => {
+  let gw: TestGateway;
+  let echo: Upstream;
+  before(async () => {
+    echo = await startEcho();
+    gw = await startTestGateway({ tenantDefaults: { limits: { agent: { requestsPerSecond: 0.5, burst: 1 } } } });
+  });
+  after(async () => {
+    await gw?.close();
+    await echo?.close();
+  });
+
+  test('a tenant onboarded without limits gets the default ones; its own limits replace them', async () => {
+    for (const [name, limits] of [
+      ['plain', undefined],
+      ['own', { agent: { requestsPerSecond: 100, burst: 100 } }],
+    ] as const) {
+      assert.equal((await gw.admin('POST', '/admin/v1/tenants', { name, policy: { anonymous: 'allow' }, ...(limits ? { limits } : {}) })).status, 201);
+      assert.equal((await gw.admin('POST', `/admin/v1/tenants/${name}/agents`, { name: 'a', endpoints: [echo.url], healthCheck: noHealth })).status, 201);
+    }
+    const call = async (tenant: string) => {
+      const response = await request(`${gw.plainUrl}/agents/${tenant}/a/x`);
+      await response.body.text();
+      return response.statusCode;
+    };
+    assert.deepEqual([await call('plain'), await call('plain')], [200, 429]);
+    assert.deepEqual([await call('own'), await call('own'), await call('own')], [200, 200, 200]);
+  });
+});
+
 describe('masking', () => {
   let gw: TestGateway;
   let echo: Upstream;

@@ -235,6 +235,11 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Limits and masking for every tenant that sets none of its own (onboarding applies them). */
+    tenantDefaults: z
+      .object({ limits: tenantLimitsSchema.optional(), masking: maskingSchema.optional() })
+      .strict()
+      .prefault({}),
     /** Gateway-wide policy defaults (each tenant may override them). */
     policy: gatewayPolicySchema.prefault({}),
     tenants: z.array(tenantSchema).default([]),

@@ -46,8 +46,15 @@ export function tenantSpecProblems(tenant: string, raw: unknown): string[] {
   return problems;
 }
 
+/** Limits and masking for tenants that set none of their own (config `tenantDefaults`). */
+export interface TenantDefaults {
+  limits?: TenantLimits | undefined;
+  masking?: TenantSpec['masking'];
+}
+
 export interface TenancyOptions {
   policyDefaults: PolicyDefaults;
+  tenantDefaults?: TenantDefaults;
   keys: TenantKeys;
   logger: Logger;
   /** The registry's agent lookup (explain resolves names with it). */
@@ -68,6 +75,7 @@ export class Tenancy {
   readonly keys: TenantKeys;
   private readonly maskers = new Map<string, Masker>();
   private readonly specs = new Map<string, TenantSpec>();
+  private tenantDefaults: TenantDefaults;
   private readonly targets = new WeakMap<AgentRuntime, TargetAgent>();
   private readonly logger: Logger;
   private readonly agentLimitsOf: TenancyOptions['agentLimitsOf'];
@@ -83,6 +91,21 @@ export class Tenancy {
     this.agentLimitsOf = options.agentLimitsOf;
     this.findAgent = options.findAgent;
     this.spiffeIdOf = options.spiffeIdOf;
+    this.tenantDefaults = options.tenantDefaults ?? {};
+  }
+
+  /**
+   * New defaults for tenants without their own limits or masking; only the tenants that fall back to
+   * a default that changed are rebuilt.
+   */
+  setTenantDefaults(defaults: TenantDefaults): void {
+    const limitsChanged = JSON.stringify(defaults.limits ?? null) !== JSON.stringify(this.tenantDefaults.limits ?? null);
+    const maskingChanged = JSON.stringify(defaults.masking ?? null) !== JSON.stringify(this.tenantDefaults.masking ?? null);
+    this.tenantDefaults = defaults;
+    for (const [name, spec] of this.specs) {
+      if (limitsChanged && !spec.limits) this.refreshLimits(name);
+      if (maskingChanged && !spec.masking) this.applyMasking(name, spec);
+    }
   }
 
   setDefaults(defaults: PolicyDefaults): void {
@@ -102,20 +125,30 @@ export class Tenancy {
     if (!parsed.success) {
       // Specs are validated before they are stored; one that no longer parses (e.g. written by a newer
       // gateway) must not leave the tenant open: everything but explicit rules falls back to defaults.
-      this.logger.error({ tenant: name, issues: parsed.error.issues }, 'tenant spec is invalid: applying deny-only defaults');
+      this.logger.error({ tenant: name, issues: parsed.error.issues }, 'tenant spec is invalid: applying the gateway defaults (no rules)');
     }
     const spec: TenantSpec = parsed.success ? parsed.data : {};
     this.specs.set(name, spec);
     this.policy.setTenant(name, spec.policy);
     this.refreshLimits(name);
-    if (spec.masking?.enabled) this.maskers.set(name, compileMasking(spec.masking));
+    this.applyMasking(name, spec);
+  }
+
+  private applyMasking(name: string, spec: TenantSpec): void {
+    const masking = spec.masking ?? this.tenantDefaults.masking;
+    if (masking?.enabled) this.maskers.set(name, compileMasking(masking));
     else this.maskers.delete(name);
+  }
+
+  /** The limits in force for a tenant: its own, else the defaults. */
+  private limitsOf(tenant: string): TenantLimits | undefined {
+    return this.specs.get(tenant)?.limits ?? this.tenantDefaults.limits;
   }
 
   /** Re-reads the agents' own rate limits of a tenant (after an agent changed). */
   refreshLimits(tenant: string): void {
     if (!this.specs.has(tenant)) return;
-    this.rates.setTenant(tenant, this.specs.get(tenant)?.limits, this.agentLimitsOf(tenant));
+    this.rates.setTenant(tenant, this.limitsOf(tenant), this.agentLimitsOf(tenant));
   }
 
   /** Counts a request against the tenants it involves until it finishes (see cutTraffic). */
@@ -157,7 +190,7 @@ export class Tenancy {
   }
 
   concurrencyFor(tenant: string): TenantLimits['concurrency'] | undefined {
-    return this.specs.get(tenant)?.limits?.concurrency;
+    return this.limitsOf(tenant)?.concurrency;
   }
 
   /** The policy's view of an agent, built once per agent version (runtimes are replaced on change). */
