@@ -20,11 +20,13 @@
 // reports how late its sends left (its own stalls) and its CPU time. The gateway's CPU time (from
 // /proc), each CPU's busy and steal time over B's measured window are reported beside B's figures.
 // CPU pinning (default on >= 2 CPUs, like bench/run.ts): load generators on CPU 0, the gateway and
-// the upstreams on the other CPU(s).
+// the upstreams on the other CPU(s); A's generator runs at nice 19 (--nice-a) so that it does not
+// delay B's on the CPU they share. --loop-probe measures the gateway's event-loop delay per window;
+// --cpu-prof profiles the gateway and charges the functions' time to A's requests.
 //
 // Results: a markdown table on stdout (or JSON with --json) and JSON + markdown + logs in bench/results/.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -233,13 +235,20 @@ const HELP = `Usage: npm run bench:noisy -- [options]
   --rate-b N            B's open-loop rate, req/s (default 150; should stay below --limit)
   --limit N             limits.tenant.requestsPerSecond of both tenants (default 200)
   --burst N             limits.tenant.burst of both tenants (default 50)
+  --max-delay-ms N      limits.tenant.maxDelayMs of both tenants: shape (wait for a token) instead of refusing at once (default 0)
   --factor N            A sends N x --limit req/s in the noisy phase (default 10)
   --decisions MODE      audit.decisions: all | denials (default all)
   --connections-a N     A's keep-alive connections (default 32)
   --connections-b N     B's keep-alive connections (default 8)
-  --nice-a N            run A's load generator at this nice level (default 0)
+  --nice-a N            A's load generator runs at this nice level, so that it does not delay B's on
+                        the CPU they share (default 19; 0 to treat them alike)
+  --a-path PATH         what A floods (default /agents/a/echo/); e.g. /agents/a/missing/ (a 404 from
+                        routing, before policy, limits and audit) as a control for the refusal's cost
   --pin split|none      split: load generators on CPU 0, gateway + upstreams on the rest (default split on >= 2 CPUs)
   --cpu-prof            run the gateway under node --cpu-prof and summarise B's measured windows
+  --loop-probe          measure the gateway's event-loop delay (monitorEventLoopDelay, 10 ms resolution,
+                        loaded with --import) in each of B's measured windows: shows stalls
+  --gateway-node-args S extra node options for the gateway, e.g. "--trace-gc" (output in its log)
   --json                print the result as JSON on stdout instead of the markdown table
   --out DIR             results directory (default bench/results)
   --help
@@ -252,19 +261,23 @@ interface Options {
   rateB: number;
   limit: number;
   burst: number;
+  maxDelayMs: number;
   factor: number;
   decisions: 'all' | 'denials';
   connectionsA: number;
   connectionsB: number;
   niceA: number;
+  aPath: string;
   pin: 'split' | 'none';
   cpuProf: boolean;
+  loopProbe: boolean;
+  gatewayNodeArgs: string[];
   json: boolean;
   out: string;
 }
 
-function parseOptions(): Options {
-  const { values } = parseArgs({
+function parseOptionValues() {
+  return parseArgs({
     options: {
       rounds: { type: 'string', default: '3' },
       duration: { type: 'string', default: '10' },
@@ -272,31 +285,45 @@ function parseOptions(): Options {
       'rate-b': { type: 'string', default: '150' },
       limit: { type: 'string', default: '200' },
       burst: { type: 'string', default: '50' },
+      'max-delay-ms': { type: 'string', default: '0' },
       factor: { type: 'string', default: '10' },
       decisions: { type: 'string', default: 'all' },
       'connections-a': { type: 'string', default: '32' },
       'connections-b': { type: 'string', default: '8' },
-      'nice-a': { type: 'string', default: '0' },
+      'nice-a': { type: 'string', default: '19' },
+      'a-path': { type: 'string', default: '/agents/a/echo/' },
       pin: { type: 'string', default: os.availableParallelism() >= 2 ? 'split' : 'none' },
       'cpu-prof': { type: 'boolean', default: false },
+      'loop-probe': { type: 'boolean', default: false },
+      'gateway-node-args': { type: 'string', default: '' },
       json: { type: 'boolean', default: false },
       out: { type: 'string', default: path.join(ROOT, 'bench', 'results') },
       help: { type: 'boolean', default: false },
     },
   });
-  if (values.help) {
-    process.stdout.write(HELP);
-    process.exit(0);
-  }
+}
+
+function parseOptions(): Options {
   const fail = (message: string): never => {
     console.error(`bench:noisy: ${message} (see --help)`);
     process.exit(2);
   };
+  let parsed;
+  try {
+    parsed = parseOptionValues();
+  } catch (err) {
+    return fail((err as Error).message.split('\n')[0]!);
+  }
+  const values = parsed.values;
+  if (values.help) {
+    process.stdout.write(HELP);
+    process.exit(0);
+  }
   const num = (name: keyof typeof values, { integer = false, min = Number.MIN_VALUE } = {}): number => {
     const raw = String(values[name]);
     const n = Number(raw);
     if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
-      fail(`--${name} must be ${integer ? 'a whole number' : 'a number'} >= ${min === Number.MIN_VALUE ? '> 0' : min} (got "${raw}")`);
+      fail(`--${name} must be ${integer ? 'a whole number' : 'a number'} ${min === Number.MIN_VALUE ? 'greater than 0' : `>= ${min}`} (got "${raw}")`);
     }
     return n;
   };
@@ -310,13 +337,17 @@ function parseOptions(): Options {
     rateB: num('rate-b'),
     limit: num('limit'),
     burst: num('burst', { integer: true, min: 1 }),
+    maxDelayMs: num('max-delay-ms', { integer: true, min: 0 }),
     factor: num('factor'),
     decisions: decisions as 'all' | 'denials',
     connectionsA: num('connections-a', { integer: true, min: 1 }),
     connectionsB: num('connections-b', { integer: true, min: 1 }),
     niceA: num('nice-a', { integer: true, min: -20 }),
+    aPath: values['a-path'].startsWith('/') ? values['a-path'] : fail(`--a-path must start with "/" (got "${values['a-path']}")`),
     pin: values.pin as 'split' | 'none',
     cpuProf: values['cpu-prof'],
+    loopProbe: values['loop-probe'],
+    gatewayNodeArgs: values['gateway-node-args'].split(/\s+/).filter(Boolean),
     json: values.json,
     out: path.resolve(values.out),
   };
@@ -408,6 +439,44 @@ async function startUpstream(env: Env, name: string): Promise<{ url: string; pro
   return { url: `http://127.0.0.1:${m[1]}`, proc };
 }
 
+/**
+ * Loaded into the gateway with --import (a data: URL, no file): a libuv timer every 10 ms records how
+ * late it fires (event-loop delay: a 50 ms synchronous block shows as one sample ~50 ms late); SIGUSR2
+ * prints the histogram since the last SIGUSR2 and resets it.
+ */
+const LOOP_PROBE = `import { monitorEventLoopDelay } from 'node:perf_hooks';
+const h = monitorEventLoopDelay({ resolution: 10 });
+h.enable();
+// The histogram holds the time between two timer callbacks (10 ms when the loop is free): the lateness is what exceeds 10 ms.
+const ms = (ns) => Math.max(0, Math.round((ns - 1e7) / 1e4) / 100);
+process.on('SIGUSR2', () => {
+  const out = { count: h.count, p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), p999: ms(h.percentile(99.9)), max: ms(h.max), mean: ms(h.mean) };
+  process.stderr.write('NOISY-LOOP ' + JSON.stringify(out) + '\\n');
+  h.reset();
+});`;
+
+export interface LoopDelay {
+  count: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+}
+
+/** Asks the loop probe for its histogram since the last ask (and resets it); undefined without the probe. */
+async function loopDelay(gw: GatewayProc, enabled: boolean): Promise<LoopDelay | undefined> {
+  if (!enabled || gw.proc.child.pid === undefined) return undefined;
+  const before = gw.proc.output().split('NOISY-LOOP ').length;
+  process.kill(gw.proc.child.pid, 'SIGUSR2');
+  for (let i = 0; i < 100; i++) {
+    const parts = gw.proc.output().split('NOISY-LOOP ');
+    if (parts.length > before) return JSON.parse(parts[parts.length - 1]!.split('\n')[0]!) as LoopDelay;
+    await sleep(10);
+  }
+  return undefined;
+}
+
 interface GatewayProc {
   tls: string;
   adminUrl: string;
@@ -423,7 +492,7 @@ async function startGateway(env: Env, upstreams: Record<TenantName, string>, pro
   const configFile = path.join(env.work, 'dmsc.yaml');
   const tenantLines = TENANTS.flatMap((t) => [
     `  - name: ${t}`,
-    `    limits: { tenant: { requestsPerSecond: ${options.limit}, burst: ${options.burst} } }`,
+    `    limits: { tenant: { requestsPerSecond: ${options.limit}, burst: ${options.burst}, maxDelayMs: ${options.maxDelayMs} } }`,
     `    agents:`,
     `      - { name: client, endpoints: ["${upstreams[t]}"] }`,
     `      - { name: echo, endpoints: ["${upstreams[t]}"] }`,
@@ -442,7 +511,11 @@ async function startGateway(env: Env, upstreams: Record<TenantName, string>, pro
       ``,
     ].join('\n'),
   );
-  const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const nodeArgs = [
+    ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+    ...(options.loopProbe ? [`--import=data:text/javascript,${encodeURIComponent(LOOP_PROBE)}`] : []),
+    ...options.gatewayNodeArgs,
+  ];
   const [cmd, args] = pinned(env.serverCpus, process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'dmsc.js'), 'start', '--config', configFile, '--home', home]);
   const adminToken = 'dmsc_adm_bench-' + Math.random().toString(36).slice(2);
   const childEnv: NodeJS.ProcessEnv = { ...process.env, DMSC_ADMIN_TOKEN: adminToken, NODE_ENV: 'production' };
@@ -546,6 +619,8 @@ interface PhaseResult {
   gatewayCpuPct: number;
   /** gateway CPU ms over B's measured window */
   gatewayCpuMs: number;
+  /** the gateway's event-loop delay over B's measured window (--loop-probe) */
+  gatewayLoopDelayMs?: LoopDelay;
   windowS: number;
   cpus: Record<string, { busyPct: number; stealPct: number }>;
   /** monotonic µs of B's measured window (for the CPU profile) */
@@ -562,7 +637,7 @@ async function runPhase(env: Env, gw: GatewayProc, round: number, phase: 'baseli
   const aSeconds = options.warmup + options.duration + 1.5;
   const a =
     phase === 'noisy'
-      ? startClient(env, `a-${tag}`, `${gw.tls}/agents/a/echo/`, options.limit * options.factor, aSeconds, 0, options.connectionsA, creds.a, gw.caFile, options.niceA, true)
+      ? startClient(env, `a-${tag}`, gw.tls + options.aPath, options.limit * options.factor, aSeconds, 0, options.connectionsA, creds.a, gw.caFile, options.niceA, true)
       : undefined;
   await Promise.all([b.waitFor(/^ready$/m, 30_000), a?.waitFor(/^ready$/m, 30_000)]);
   if (a) {
@@ -571,11 +646,13 @@ async function runPhase(env: Env, gw: GatewayProc, round: number, phase: 'baseli
   }
   b.child.stdin!.write('go\n');
   await b.waitFor(/^measuring$/m, (options.warmup + 30) * 1000);
+  await loopDelay(gw, options.loopProbe); // resets the histogram
   const fromUs = monoUs();
   const cpu0 = cpuTimes();
   const gw0 = processCpuMs(gw.proc.child.pid);
   const bResult = await resultOf(b);
   const gw1 = processCpuMs(gw.proc.child.pid);
+  const gatewayLoopDelayMs = await loopDelay(gw, options.loopProbe);
   const cpu1 = cpuTimes();
   const toUs = monoUs();
   const aResult = a ? await resultOf(a) : undefined;
@@ -586,6 +663,7 @@ async function runPhase(env: Env, gw: GatewayProc, round: number, phase: 'baseli
     b: bResult,
     ...(aResult ? { a: aResult } : {}),
     gatewayCpuMs: gw1 - gw0,
+    ...(gatewayLoopDelayMs ? { gatewayLoopDelayMs } : {}),
     gatewayCpuPct: Math.round(((gw1 - gw0) / (windowS * 1000)) * 1000) / 10,
     windowS: Math.round(windowS * 100) / 100,
     cpus: cpuDelta(cpu0, cpu1),
@@ -744,18 +822,20 @@ function summarisePhases(results: PhaseResult[], options: Options) {
   };
 }
 
-function markdown(results: PhaseResult[], summary: ReturnType<typeof summarisePhases>, meta: { command: string; machine: string; options: Options }, profileText: string | undefined): string {
+function markdown(results: PhaseResult[], summary: ReturnType<typeof summarisePhases>, meta: { command: string; machine: string; build: string; options: Options }, profileText: string | undefined): string {
   const { options } = meta;
   const md: string[] = [];
   md.push(`Command: \`${meta.command}\``);
   md.push(meta.machine);
+  md.push(`Gateway build: ${meta.build}.`);
   md.push(
-    `Tenants a and b, each \`limits.tenant: { requestsPerSecond: ${options.limit}, burst: ${options.burst} }\`, mTLS with enrolled client certificates, HTTP/1.1 keep-alive, audit.decisions: ${options.decisions}. ` +
+    `Tenants a and b, each \`limits.tenant: { requestsPerSecond: ${options.limit}, burst: ${options.burst}, maxDelayMs: ${options.maxDelayMs} }\`, mTLS with enrolled client certificates, HTTP/1.1 keep-alive, audit.decisions: ${options.decisions}. ` +
       `B: open loop ${options.rateB} req/s (${options.connectionsB} connections), ${options.warmup} s warm-up + ${options.duration} s measured per phase. ` +
-      `A (noisy phases): open loop ${fmtInt(options.limit * options.factor)} req/s = ${options.factor}x its limit (${options.connectionsA} connections${options.niceA ? `, nice ${options.niceA}` : ''}). ${options.rounds} interleaved rounds.`,
+      `A (noisy phases): open loop ${fmtInt(options.limit * options.factor)} req/s = ${options.factor}x its limit (${options.connectionsA} connections${options.niceA ? `, nice ${options.niceA}` : ''}${options.aPath !== '/agents/a/echo/' ? `, to ${options.aPath}` : ''}). ${options.rounds} interleaved rounds.`,
   );
-  md.push('', '| round | phase | B sent | B ok | B p50 ms | B p99 ms | B p99.9 ms | B max ms | B send lag p99 ms | A req/s sent | A 2xx | A 429 | A other | gateway CPU % | CPU busy % (steal) |');
-  md.push('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |');
+  const probe = results.some((r) => r.gatewayLoopDelayMs);
+  md.push('', `| round | phase | B sent | B ok | B p50 ms | B p99 ms | B p99.9 ms | B max ms | B send lag p99 ms | A req/s sent | A 2xx | A 429 | A other | gateway CPU % |${probe ? ' gateway loop delay p99 / max ms |' : ''} CPU busy % (steal) |`);
+  md.push(`| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${probe ? ' ---: |' : ''} --- |`);
   for (const r of results) {
     const a = r.a;
     const aOther = a ? a.errors + Object.values(a.otherStatus).reduce((x, y) => x + y, 0) : 0;
@@ -763,7 +843,7 @@ function markdown(results: PhaseResult[], summary: ReturnType<typeof summarisePh
       .map(([name, c]) => `${name.replace('cpu', '')}: ${fmt(c.busyPct, 0)}${c.stealPct >= 0.5 ? ` (${fmt(c.stealPct, 0)})` : ''}`)
       .join(', ');
     md.push(
-      `| ${r.round} | ${r.phase} | ${fmtInt(r.b.sent)} | ${fmtInt(r.b.ok)} | ${fmt(r.b.latencyMs.p50, 3)} | ${fmt(r.b.latencyMs.p99, 3)} | ${fmt(r.b.latencyMs.p999, 3)} | ${fmt(r.b.latencyMs.max, 1)} | ${fmt(r.b.sendLagMs.p99, 3)} | ${a ? fmtInt(a.achievedRate) : '-'} | ${a ? fmtInt(a.ok) : '-'} | ${a ? fmtInt(a.limited) : '-'} | ${a ? fmtInt(aOther) : '-'} | ${fmt(r.gatewayCpuPct, 1)} | ${cpus} |`,
+      `| ${r.round} | ${r.phase} | ${fmtInt(r.b.sent)} | ${fmtInt(r.b.ok)} | ${fmt(r.b.latencyMs.p50, 3)} | ${fmt(r.b.latencyMs.p99, 3)} | ${fmt(r.b.latencyMs.p999, 3)} | ${fmt(r.b.latencyMs.max, 1)} | ${fmt(r.b.sendLagMs.p99, 3)} | ${a ? fmtInt(a.achievedRate) : '-'} | ${a ? fmtInt(a.ok) : '-'} | ${a ? fmtInt(a.limited) : '-'} | ${a ? fmtInt(aOther) : '-'} | ${fmt(r.gatewayCpuPct, 1)} |${probe ? ` ${r.gatewayLoopDelayMs ? `${fmt(r.gatewayLoopDelayMs.p99, 1)} / ${fmt(r.gatewayLoopDelayMs.max, 1)}` : 'n/a'} |` : ''} ${cpus} |`,
     );
   }
   const s = summary;
@@ -777,7 +857,7 @@ function markdown(results: PhaseResult[], summary: ReturnType<typeof summarisePh
   md.push(`| A sent (median rate) / asked | ${fmtInt(s.a.achievedRate)} / ${fmtInt(s.a.rateAsked)} req/s | - | - |`);
   md.push(`| A answers: 2xx / 429 / other | ${fmtInt(s.a.ok)} / ${fmtInt(s.a.limited)} (${fmt(s.a.limitedShare * 100, 1)} %) / ${fmtInt(s.a.other)} | 429 for what exceeds ${options.limit}/s | - |`);
   md.push(`| A's 2xx rate (median) | ${fmt(s.a.okRate, 1)} req/s | <= ${options.limit} + burst | - |`);
-  md.push(`| gateway CPU per B request (baseline) | ${fmt(s.gatewayCpuUsPerBRequest, 0)} µs | - | - |`);
+  md.push(`| gateway CPU per B request (baseline; at ${options.rateB} req/s, not a per-request floor) | ${fmt(s.gatewayCpuUsPerBRequest, 0)} µs | - | - |`);
   md.push(`| gateway CPU per A request (noisy minus baseline) | ${fmt(s.gatewayCpuUsPerARequest, 0)} µs | - | - |`);
   if (profileText) md.push('', profileText);
   return md.join('\n');
@@ -804,6 +884,8 @@ async function orchestratorMain(): Promise<void> {
     serverCpus: split ? (cpus === 2 ? '1' : `1-${cpus - 1}`) : undefined,
   };
   const command = commandLine();
+  const build = gatewayBuild();
+  log(`gateway build: ${build}`);
   const loadAvg = os.loadavg().map((v) => Math.round(v * 100) / 100);
   const machine =
     `Machine: ${cpus} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), node ${process.version}, ${os.type()} ${os.release()}; ` +
@@ -838,8 +920,9 @@ async function orchestratorMain(): Promise<void> {
         const bBad = r.b.sent - r.b.ok;
         log(
           `round ${round} ${phase.padEnd(8)} B p50 ${fmt(r.b.latencyMs.p50, 3)} p99 ${fmt(r.b.latencyMs.p99, 3)} p99.9 ${fmt(r.b.latencyMs.p999, 3)} ms, ok ${r.b.ok}/${r.b.sent}${bBad ? ` (429: ${r.b.limited}, other: ${JSON.stringify(r.b.otherStatus)}, errors: ${r.b.errors})` : ''}, send lag p99 ${fmt(r.b.sendLagMs.p99, 3)} ms` +
-            (r.a ? `; A ${fmtInt(r.a.achievedRate)} req/s: ${r.a.ok} ok, ${r.a.limited} 429, cpu ${fmt(r.a.cpuPct, 0)} %` : '') +
-            `; gateway CPU ${fmt(r.gatewayCpuPct, 1)} %`,
+            (r.a ? `; A ${fmtInt(r.a.achievedRate)} req/s: ${r.a.ok} ok, ${r.a.limited} 429, other ${JSON.stringify(r.a.otherStatus)}/${r.a.errors} errors, cpu ${fmt(r.a.cpuPct, 0)} %` : '') +
+            `; gateway CPU ${fmt(r.gatewayCpuPct, 1)} %` +
+            (r.gatewayLoopDelayMs ? `, loop delay p99 ${fmt(r.gatewayLoopDelayMs.p99, 1)} max ${fmt(r.gatewayLoopDelayMs.max, 1)} ms` : ''),
         );
       }
     }
@@ -884,9 +967,10 @@ async function orchestratorMain(): Promise<void> {
       } else log('no .cpuprofile written (the gateway did not exit cleanly?)');
     }
 
+    if (!build.endsWith(distBuiltAt())) log(`WARNING: dist/ was rebuilt during the run (now ${distBuiltAt()}): the gateway process kept the code it started with, but check which build you report`);
     const summary = summarisePhases(results, options);
-    const table = markdown(results, summary, { command, machine, options }, profileText);
-    const result = { runId, command, machine, options: { ...options, out: undefined }, idleGatewayCpuPct, summary, phases: results, profile };
+    const table = markdown(results, summary, { command, machine, build, options }, profileText);
+    const result = { runId, command, machine, build, options: { ...options, out: undefined }, idleGatewayCpuPct, summary, phases: results, profile };
     const jsonFile = path.join(options.out, `noisy-${runId}.json`);
     writeFileSync(jsonFile, JSON.stringify(result, null, 2) + '\n');
     writeFileSync(path.join(options.out, `noisy-${runId}.md`), table + '\n');
@@ -896,6 +980,22 @@ async function orchestratorMain(): Promise<void> {
   } finally {
     await stopAll();
     rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Which code the gateway runs: the commit, whether src/ differs from it, and when dist/ was built. */
+function gatewayBuild(): string {
+  const git = (...args: string[]) => spawnSync('git', args, { cwd: ROOT, encoding: 'utf8' });
+  const head = git('rev-parse', '--short', 'HEAD').stdout.trim() || 'unknown commit';
+  const dirty = git('status', '--porcelain', '--', 'src').stdout.trim() ? ' + uncommitted changes in src/' : '';
+  return `${head}${dirty}, dist/ built ${distBuiltAt()}`;
+}
+
+function distBuiltAt(): string {
+  try {
+    return statSync(path.join(ROOT, 'dist', 'gateway.js')).mtime.toISOString();
+  } catch {
+    return 'never';
   }
 }
 

@@ -74,7 +74,7 @@ describe('limits schema', () => {
     assert.equal(parsed.pair?.shadow, true);
     assert.deepEqual(parsed.concurrency, { perEndpoint: 64, queue: 128, queueTimeoutMs: 2000 });
     assert.deepEqual(limitsOf({}).pairs, []);
-    assert.deepEqual(rateSchema.parse({ requestsPerSecond: 0.5 }), { requestsPerSecond: 0.5, shadow: false });
+    assert.deepEqual(rateSchema.parse({ requestsPerSecond: 0.5 }), { requestsPerSecond: 0.5, shadow: false, maxDelayMs: 0 });
   });
 
   test('bad values are refused with what is expected', () => {

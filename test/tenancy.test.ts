@@ -338,6 +338,14 @@ describe('rate limits and concurrency', () => {
         },
         { name: 'calm', agents: [{ name: 'free', endpoints: [echo.url], healthCheck: noHealth }] },
         { name: 'trial', limits: { agent: { requestsPerSecond: 0.5, burst: 1, shadow: true } }, agents: [{ name: 'z', endpoints: [echo.url], healthCheck: noHealth }] },
+        {
+          name: 'shaped',
+          limits: { agent: { requestsPerSecond: 20, burst: 1, maxDelayMs: 1000 } },
+          agents: [
+            { name: 's', endpoints: [echo.url], healthCheck: noHealth },
+            { name: 'slow', endpoints: [echo.url], healthCheck: noHealth, limits: { requestsPerSecond: 0.5, burst: 1, maxDelayMs: 200 } },
+          ],
+        },
         { name: 'narrow', limits: { concurrency: { perEndpoint: 1, queue: 1, queueTimeoutMs: 10_000 } }, agents: [{ name: 'one', endpoints: [hold.url], healthCheck: noHealth }] },
       ],
     });
@@ -376,6 +384,17 @@ describe('rate limits and concurrency', () => {
     for (let i = 0; i < 3; i++) assert.equal((await get('/agents/trial/z/x')).status, 200);
     const shadow = await gw.gateway.audit.list({ tenant: 'trial', action: 'ratelimit.shadow' });
     assert.ok(shadow.length >= 2, 'shadow hits are recorded');
+  });
+
+  test('shaping: over the limit, a request waits for its token instead of a 429, up to maxDelayMs', async () => {
+    const started = performance.now();
+    const statuses = await Promise.all([0, 1, 2, 3].map(() => get('/agents/shaped/s/x').then((r) => r.status)));
+    const elapsed = performance.now() - started;
+    assert.deepEqual(statuses, [200, 200, 200, 200], 'all served, none refused');
+    assert.ok(elapsed >= 120, `paced at 20/s: three waits of ~50 ms, took ${elapsed.toFixed(0)} ms`);
+    assert.equal((await get('/agents/shaped/slow/x')).status, 200);
+    const refused = await get('/agents/shaped/slow/x');
+    assert.equal(refused.status, 429, 'the next token is 2 s away, beyond maxDelayMs: refused at once');
   });
 
   test('concurrency per endpoint: one in flight, one queued, the next refused at once', async () => {

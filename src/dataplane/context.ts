@@ -63,6 +63,8 @@ export class RequestContext {
   body: BufferedBody | undefined = undefined;
   /** Classification tags the request carries (config, `x-dmsc-data-tags`, the masking detector). */
   dataTags: readonly string[] = NO_TAGS;
+  /** The policy's allow decision, recorded in the audit trail once the rate limits pass too. */
+  allowReason: string | undefined = undefined;
   /** Frees the endpoint concurrency slot this request holds (concurrency stage). */
   releaseSlot: (() => void) | undefined = undefined;
   /** Stages that counted this request in a limit set this, so their finish hook can release it. */

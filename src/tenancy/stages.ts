@@ -167,7 +167,10 @@ export function authorizeStage(options: TenancyStageOptions): Stage {
       });
       if (decision.allow) {
         tenancy.track(ctx, tenantsOf(ctx));
-        return options.auditAllowed() ? afterCommit(recordDecision(audit, ctx, 'policy.decision', 'allow', reasonOf(decision))) : undefined;
+        // Recorded by the rate-limit stage once the limits pass too: one record per request, so a
+        // refused flood costs one record per refusal, not two.
+        if (options.auditAllowed()) ctx.allowReason = reasonOf(decision);
+        return undefined;
       }
       const committed = recordDecision(
         audit,
@@ -192,34 +195,60 @@ function tenantsOf(ctx: RequestContext): readonly string[] {
   return source === undefined || source === target ? [target] : [target, source];
 }
 
-/** Token buckets per tenant, agent and pair; 429 with Retry-After and RateLimit-* headers. */
+/**
+ * Token buckets per tenant, agent and pair; 429 with Retry-After and RateLimit-* headers. A limit with
+ * `maxDelayMs` shapes instead: the request waits for a token up to that long (its HTTP/1.1 connection
+ * with it), and is refused only if none comes in time.
+ */
 export function rateLimitStage(options: TenancyStageOptions): Stage {
   const { tenancy, audit } = options;
-  return {
-    name: 'rate-limit',
-    run(ctx) {
-      const agent = ctx.agent!;
-      const identity = ctx.identity;
-      const outcome = tenancy.rates.check(identity ?? ANONYMOUS_SOURCE, { tenant: agent.tenant, agent: agent.name });
-      let shadow: Promise<void> | undefined;
-      if (outcome.shadowDenied) {
-        for (const hit of outcome.shadowDenied) {
-          shadow = recordDecision(audit, ctx, 'ratelimit.shadow', 'allow', `${hit.scope} limit ${hit.key} exceeded (shadow mode: not enforced)`);
-        }
+
+  const check = (ctx: RequestContext, deadline: number): void | Promise<void> => {
+    const agent = ctx.agent!;
+    const outcome = tenancy.rates.check(ctx.identity ?? ANONYMOUS_SOURCE, { tenant: agent.tenant, agent: agent.name });
+    let committed: Promise<void> | undefined;
+    if (outcome.shadowDenied) {
+      for (const hit of outcome.shadowDenied) {
+        committed = recordDecision(audit, ctx, 'ratelimit.shadow', 'allow', `${hit.scope} limit ${hit.key} exceeded (shadow mode: not enforced)`);
       }
-      const denied = outcome.denied;
-      if (!denied) return shadow && afterCommit(shadow);
-      const committed = recordDecision(audit, ctx, 'ratelimit', 'deny', `${denied.scope} limit ${denied.key} exceeded`, {
-        scope: denied.scope,
-        limit: denied.limit,
-      });
-      return refuseAfterCommit(committed, new GatewayError(
+    }
+    const denied = outcome.denied;
+    if (!denied) {
+      const reason = ctx.allowReason;
+      if (reason !== undefined) committed = recordDecision(audit, ctx, 'policy.decision', 'allow', reason);
+      return committed && afterCommit(committed);
+    }
+    if (denied.maxDelayMs > 0) {
+      const now = performance.now();
+      if (deadline === 0) deadline = now + denied.maxDelayMs;
+      // Wait for the next token (at least 1 ms), unless it comes after the deadline.
+      const wait = Math.max(1, Math.ceil(denied.waitMs));
+      if (now + wait <= deadline) {
+        return new Promise<void>((resolve) => setTimeout(resolve, wait)).then(() => {
+          if (ctx.finished) throw new GatewayError(499, 'client_closed', 'the caller went away while waiting for its rate limit');
+          return check(ctx, deadline);
+        });
+      }
+    }
+    const refused = recordDecision(audit, ctx, 'ratelimit', 'deny', `${denied.scope} limit ${denied.key} exceeded`, {
+      scope: denied.scope,
+      limit: denied.limit,
+      ...(ctx.allowReason !== undefined ? { policy: ctx.allowReason } : {}),
+    });
+    return refuseAfterCommit(
+      refused,
+      new GatewayError(
         429,
         'rate_limited',
         `rate limit exceeded (${denied.scope} ${denied.key}: ${denied.limit} per ${denied.windowSeconds} s, burst ${denied.burst}); retry in ${denied.retryAfterSeconds} s`,
         rateLimitHeaders(denied),
-      ));
-    },
+      ),
+    );
+  };
+
+  return {
+    name: 'rate-limit',
+    run: (ctx) => check(ctx, 0),
   };
 }
 

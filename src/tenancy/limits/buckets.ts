@@ -6,19 +6,27 @@ export interface RateRule {
   readonly requestsPerSecond: number;
   readonly burst: number;
   readonly shadow: boolean;
+  /** How long a request over this limit may wait for a token (0: refused at once). */
+  readonly maxDelayMs: number;
   /** Quota per window for RateLimit-Limit / RateLimit-Policy. */
   readonly limit: number;
   readonly windowSeconds: number;
   readonly policy: string;
 }
 
-export function compileRate(spec: { requestsPerSecond: number; burst?: number | undefined; shadow?: boolean | undefined }): RateRule {
+export function compileRate(spec: {
+  requestsPerSecond: number;
+  burst?: number | undefined;
+  shadow?: boolean | undefined;
+  maxDelayMs?: number | undefined;
+}): RateRule {
   const burst = resolveBurst(spec);
   const { quota, windowSeconds } = quotaWindow(spec.requestsPerSecond);
   return {
     requestsPerSecond: spec.requestsPerSecond,
     burst,
     shadow: spec.shadow ?? false,
+    maxDelayMs: spec.maxDelayMs ?? 0,
     limit: quota,
     windowSeconds,
     policy: formatPolicy(spec.requestsPerSecond, burst),
@@ -267,6 +275,10 @@ export interface LimitDenial {
   readonly remaining: number;
   /** Whole seconds, at least 1, until the request would pass this limit. */
   readonly retryAfterSeconds: number;
+  /** Milliseconds until the refusing bucket has a token again. */
+  readonly waitMs: number;
+  /** The refusing limit's shaping allowance (see RateSpec.maxDelayMs). */
+  readonly maxDelayMs: number;
   /** Whole seconds until this bucket is full again. */
   readonly refillSeconds: number;
   /** RateLimit-Policy value, e.g. `100;w=1;burst=200`. */
@@ -554,6 +566,8 @@ export class RateLimits {
       windowSeconds: rule.windowSeconds,
       remaining: Math.floor(bucket.tokens),
       retryAfterSeconds: Math.max(1, Math.ceil(worstWait / 1000)),
+      waitMs: worstWait,
+      maxDelayMs: rule.maxDelayMs,
       refillSeconds: Math.max(1, Math.ceil((rule.burst - bucket.tokens) / rule.requestsPerSecond)),
       policy: rule.policy,
     };

@@ -18,6 +18,13 @@ const rateFields = {
   burst: z.number().int('must be a whole number').min(1, 'must be at least 1').max(1_000_000_000).optional(),
   /** Count and report what this limit would refuse, but let the requests through. */
   shadow: z.boolean().default(false),
+  /**
+   * Shaping: a request over this limit waits up to this long for a token instead of a 429 at once
+   * (like nginx limit_req without nodelay). A waiting HTTP/1.1 request holds its connection, so a
+   * flooding client is slowed by backpressure instead of costing the gateway one refusal per request.
+   * 0 (default): refuse at once.
+   */
+  maxDelayMs: z.number().int('must be a whole number').min(0).max(60_000, 'must be at most 60000 (one minute)').default(0),
 };
 
 /** A token-bucket rate: `{ requestsPerSecond, burst?, shadow? }`. Also the shape of an agent's own `limits`. */
