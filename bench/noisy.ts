@@ -64,6 +64,8 @@ export interface ClientResult {
   ok: number;
   /** 429 answers */
   limited: number;
+  /** still waiting one second after the window (held back by rate-limit shaping), then aborted */
+  abandoned: number;
   /** other non-2xx answers */
   otherStatus: Record<string, number>;
   /** socket/protocol errors (no answer) */
@@ -96,12 +98,17 @@ async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds:
   let ok = 0;
   let limited = 0;
   let errors = 0;
+  let abandoned = 0;
   const total = Math.max(1, Math.round(rate * seconds));
   const intervalMs = 1000 / rate;
   const cpuBefore = process.cpuUsage();
   const start = performance.now();
   let lastSend = start;
   const record = (h: RecordableHistogram, ms: number) => h.record(Math.max(1, Math.round(ms * 1e6)));
+  // A client held back by the gateway (rate-limit shaping) would otherwise keep sending its backlog
+  // into later phases: one second after its window it abandons what is still outstanding.
+  const abandon = new AbortController();
+  const abandonTimer = setTimeout(() => abandon.abort(), seconds * 1000 + 1000);
   await new Promise<void>((resolve) => {
     const finish = () => {
       if (++done === total) resolve();
@@ -110,7 +117,7 @@ async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds:
       lastSend = performance.now();
       record(lag, lastSend - due);
       pool
-        .request({ path: urlPath, method: 'GET' })
+        .request({ path: urlPath, method: 'GET', signal: abandon.signal })
         .then(async (res) => {
           await res.body.dump({ limit: 1 << 20 });
           const latency = performance.now() - due;
@@ -122,7 +129,8 @@ async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds:
           else otherStatus[res.statusCode] = (otherStatus[res.statusCode] ?? 0) + 1;
         })
         .catch(() => {
-          errors++;
+          if (abandon.signal.aborted) abandoned++;
+          else errors++;
         })
         .finally(finish);
     };
@@ -143,6 +151,7 @@ async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds:
     };
     tick();
   });
+  clearTimeout(abandonTimer);
   const elapsedS = (performance.now() - start) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
   const pct = (h: RecordableHistogram, p: number) => (h.count > 0 ? msOf(h.percentile(p)) : NaN);
@@ -152,6 +161,7 @@ async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds:
     limited,
     otherStatus,
     errors,
+    abandoned,
     // the rate requests actually left at (lower than asked when this process was starved of CPU)
     achievedRate: Math.round((sent / ((lastSend - start) / 1000 + 1 / rate)) * 10) / 10,
     elapsedS: Math.round(elapsedS * 1000) / 1000,

@@ -202,6 +202,8 @@ function tenantsOf(ctx: RequestContext): readonly string[] {
  */
 export function rateLimitStage(options: TenancyStageOptions): Stage {
   const { tenancy, audit } = options;
+  /** Requests waiting for a token (shaping), per bucket key. */
+  const waiting = new Map<string, number>();
 
   const check = (ctx: RequestContext, deadline: number): void | Promise<void> => {
     const agent = ctx.agent!;
@@ -221,10 +223,17 @@ export function rateLimitStage(options: TenancyStageOptions): Stage {
     if (denied.maxDelayMs > 0) {
       const now = performance.now();
       if (deadline === 0) deadline = now + denied.maxDelayMs;
-      // Wait for the next token (at least 1 ms), unless it comes after the deadline.
-      const wait = Math.max(1, Math.ceil(denied.waitMs));
+      // Each waiter aims at its own token: the next one plus one interval per request already waiting
+      // for this bucket, so a queue of waiters wakes about once per token, not all at every token.
+      const key = denied.key;
+      const ahead = waiting.get(key) ?? 0;
+      const wait = Math.max(1, Math.ceil(denied.waitMs + (ahead * 1000) / denied.requestsPerSecond));
       if (now + wait <= deadline) {
+        waiting.set(key, ahead + 1);
         return new Promise<void>((resolve) => setTimeout(resolve, wait)).then(() => {
+          const left = waiting.get(key)! - 1;
+          if (left > 0) waiting.set(key, left);
+          else waiting.delete(key);
           if (ctx.finished) throw new GatewayError(499, 'client_closed', 'the caller went away while waiting for its rate limit');
           return check(ctx, deadline);
         });
