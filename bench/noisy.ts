@@ -66,6 +66,8 @@ export interface ClientResult {
   limited: number;
   /** still waiting one second after the window (held back by rate-limit shaping), then aborted */
   abandoned: number;
+  /** not sent because --max-pending requests were already outstanding */
+  shed: number;
   /** other non-2xx answers */
   otherStatus: Record<string, number>;
   /** socket/protocol errors (no answer) */
@@ -88,7 +90,7 @@ const msOf = (ns: number) => Math.round(ns / 1e3) / 1e3;
 /** Spin this long before a due time instead of sleeping (timers fire up to ~1 ms late). */
 const SPIN_MS = 2;
 
-async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds: number, precise: boolean) {
+async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds: number, precise: boolean, maxPending = 0) {
   const all = createHistogram();
   const okHist = createHistogram();
   const lag = createHistogram();
@@ -99,6 +101,10 @@ async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds:
   let limited = 0;
   let errors = 0;
   let abandoned = 0;
+  // With maxPending, a request due while that many are outstanding is not sent ("shed"): a client
+  // held back by the gateway then keeps a bounded backlog instead of one that eats its CPU.
+  let shed = 0;
+  let outstanding = 0;
   const total = Math.max(1, Math.round(rate * seconds));
   const intervalMs = 1000 / rate;
   const cpuBefore = process.cpuUsage();
@@ -114,6 +120,12 @@ async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds:
       if (++done === total) resolve();
     };
     const fire = (due: number) => {
+      if (maxPending > 0 && outstanding >= maxPending) {
+        shed++;
+        finish();
+        return;
+      }
+      outstanding++;
       lastSend = performance.now();
       record(lag, lastSend - due);
       pool
@@ -132,7 +144,10 @@ async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds:
           if (abandon.signal.aborted) abandoned++;
           else errors++;
         })
-        .finally(finish);
+        .finally(() => {
+          outstanding--;
+          finish();
+        });
     };
     // Close to a due time the loop spins (setImmediate) so that the request leaves within microseconds
     // of it; further away it sleeps, so that a load generator at a low rate does not burn its CPU (A's
@@ -162,6 +177,7 @@ async function openLoopPhase(pool: Pool, urlPath: string, rate: number, seconds:
     otherStatus,
     errors,
     abandoned,
+    shed,
     // the rate requests actually left at (lower than asked when this process was starved of CPU)
     achievedRate: Math.round((sent / ((lastSend - start) / 1000 + 1 / rate)) * 10) / 10,
     elapsedS: Math.round(elapsedS * 1000) / 1000,
@@ -194,6 +210,7 @@ async function clientMain(argv: string[]): Promise<void> {
       ca: { type: 'string' },
       label: { type: 'string', default: 'client' },
       coarse: { type: 'boolean', default: false },
+      'max-pending': { type: 'string', default: '0' },
     },
   });
   if (!values.url || !values.rate || !values.duration || !values.cert || !values.key || !values.ca) {
@@ -225,9 +242,10 @@ async function clientMain(argv: string[]): Promise<void> {
   });
   process.stdin.on('end', () => process.exit(0)); // the orchestrator went away: no orphan
   const urlPath = target.pathname + target.search;
-  if (warmup > 0) await openLoopPhase(pool, urlPath, rate, warmup, !values.coarse);
+  const maxPending = Number(values['max-pending']);
+  if (warmup > 0) await openLoopPhase(pool, urlPath, rate, warmup, !values.coarse, maxPending);
   process.stdout.write('measuring\n');
-  const result = await openLoopPhase(pool, urlPath, rate, duration, !values.coarse);
+  const result = await openLoopPhase(pool, urlPath, rate, duration, !values.coarse, maxPending);
   await pool.close();
   const out: ClientResult = { label: values.label, rate, durationS: duration, ...result };
   process.stdout.write('RESULT ' + JSON.stringify(out) + '\n');
@@ -245,6 +263,7 @@ const HELP = `Usage: npm run bench:noisy -- [options]
   --rate-b N            B's open-loop rate, req/s (default 150; should stay below --limit)
   --limit N             limits.tenant.requestsPerSecond of both tenants (default 200)
   --burst N             limits.tenant.burst of both tenants (default 50)
+  --a-max-pending N     A's generator sends nothing new while N requests are outstanding (counted as shed; default 0: no bound)
   --max-delay-ms N      limits.tenant.maxDelayMs of both tenants: shape (wait for a token) instead of refusing at once (default 0)
   --factor N            A sends N x --limit req/s in the noisy phase (default 10)
   --decisions MODE      audit.decisions: all | denials (default all)
@@ -275,6 +294,7 @@ interface Options {
   factor: number;
   decisions: 'all' | 'denials';
   connectionsA: number;
+  aMaxPending: number;
   connectionsB: number;
   niceA: number;
   aPath: string;
@@ -299,6 +319,7 @@ function parseOptionValues() {
       factor: { type: 'string', default: '10' },
       decisions: { type: 'string', default: 'all' },
       'connections-a': { type: 'string', default: '32' },
+      'a-max-pending': { type: 'string', default: '0' },
       'connections-b': { type: 'string', default: '8' },
       'nice-a': { type: 'string', default: '19' },
       'a-path': { type: 'string', default: '/agents/a/echo/' },
@@ -351,6 +372,7 @@ function parseOptions(): Options {
     factor: num('factor'),
     decisions: decisions as 'all' | 'denials',
     connectionsA: num('connections-a', { integer: true, min: 1 }),
+    aMaxPending: num('a-max-pending', { integer: true, min: 0 }),
     connectionsB: num('connections-b', { integer: true, min: 1 }),
     niceA: num('nice-a', { integer: true, min: -20 }),
     aPath: values['a-path'].startsWith('/') ? values['a-path'] : fail(`--a-path must start with "/" (got "${values['a-path']}")`),
@@ -592,10 +614,12 @@ function startClient(
   caFile: string,
   nice: number,
   coarse: boolean,
+  maxPending = 0,
 ): Managed {
   const nodeArgs = [
     '--import', 'tsx', SELF, 'client',
     ...(coarse ? ['--coarse'] : []),
+    ...(maxPending > 0 ? ['--max-pending', String(maxPending)] : []),
     '--url', url,
     '--rate', String(rate),
     '--duration', String(durationS),
@@ -647,7 +671,7 @@ async function runPhase(env: Env, gw: GatewayProc, round: number, phase: 'baseli
   const aSeconds = options.warmup + options.duration + 1.5;
   const a =
     phase === 'noisy'
-      ? startClient(env, `a-${tag}`, gw.tls + options.aPath, options.limit * options.factor, aSeconds, 0, options.connectionsA, creds.a, gw.caFile, options.niceA, true)
+      ? startClient(env, `a-${tag}`, gw.tls + options.aPath, options.limit * options.factor, aSeconds, 0, options.connectionsA, creds.a, gw.caFile, options.niceA, true, options.aMaxPending)
       : undefined;
   await Promise.all([b.waitFor(/^ready$/m, 30_000), a?.waitFor(/^ready$/m, 30_000)]);
   if (a) {
