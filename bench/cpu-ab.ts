@@ -11,12 +11,11 @@
 //   listener with anonymous callers (no client certificates), to an upstream on CPU 0.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { installCleanup, pinned, startProcess, stopAll, type Managed } from './procs.js';
+import { freePort, installCleanup, pinned, startProcess, stopAll, type Managed } from './procs.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({
@@ -32,15 +31,6 @@ const duration = Number(values.duration);
 const connections = Number(values.connections);
 const work = mkdtempSync(path.join(os.tmpdir(), 'dmsc-cpu-ab-'));
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');

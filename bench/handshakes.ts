@@ -4,11 +4,10 @@
 //
 // Usage: node --import tsx bench/handshakes.ts [--time 8] [--rounds 3]
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { hasBinary, installCleanup, pinned, runCommand, startProcess, stopAll } from './procs.js';
+import { freePort, hasBinary, installCleanup, pinned, runCommand, startProcess, stopAll } from './procs.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const { values } = parseArgs({ options: { time: { type: 'string', default: '8' }, rounds: { type: 'string', default: '3' } } });
@@ -17,17 +16,6 @@ const rounds = Number(values.rounds);
 const multiCpu = os.cpus().length >= 2;
 const SERVER_CPUS = multiCpu ? '1' : undefined;
 const CLIENT_CPUS = multiCpu ? '0' : undefined;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 installCleanup();
 const work = mkdtempSync(path.join(os.tmpdir(), 'dmsc-handshakes-'));

@@ -27,14 +27,13 @@
 // Results: a markdown table on stdout (or JSON with --json) and JSON + markdown + logs in bench/results/.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool, request } from 'undici';
-import { hasBinary, installCleanup, pinned, startProcess, stopAll, stopProcess, type Managed } from './procs.js';
+import { freePort, hasBinary, installCleanup, pinned, startProcess, stopAll, stopProcess, type Managed } from './procs.js';
 import { formatSummary, summarise } from './profile-summary.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -385,19 +384,6 @@ function parseOptions(): Options {
   };
   if (options.rateB >= options.limit) log(`WARNING: --rate-b ${options.rateB} is not below --limit ${options.limit}: B will be refused too`);
   return options;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -3,6 +3,7 @@
 // benchmark exits, fails or is interrupted.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
+import { createServer } from 'node:net';
 
 export interface Managed {
   name: string;
@@ -150,5 +151,19 @@ export function runCommand(cmd: string, args: string[], options: { env?: NodeJS.
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
     child.on('error', (err) => resolve({ code: null, stdout, stderr: stderr + err.message }));
     child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A TCP port free on 127.0.0.1 right now (for a server the benchmark is about to start). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
   });
 }

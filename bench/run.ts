@@ -23,14 +23,13 @@
 //
 // Results: a markdown table on stdout and JSON (+ markdown, logs) under bench/results/.
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import type { OpenLoopResult } from './openloop.js';
-import { hasBinary, installCleanup, pinned, runCommand, startProcess, stopAll, stopProcess, type Managed } from './procs.js';
+import { freePort, hasBinary, installCleanup, pinned, runCommand, startProcess, stopAll, stopProcess, type Managed } from './procs.js';
 import { formatSummary, summarise, type ProfileSummary } from './profile-summary.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -141,19 +140,6 @@ if (options.pin === 'split' && (cpus < 2 || !hasBinary('taskset'))) {
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function median(values: number[]): number {
   const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);

@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { AuditLog, verifyAudit, type AuditEvent } from '../src/audit/index.js';
-import { main } from '../src/cli/index.js';
+import { dmsc } from './support/cli.js';
 import { Keyring } from '../src/identity/keyring.js';
 import { SqliteStore, STORE_FILE } from '../src/store/index.js';
 import { startTestGateway, TEST_ADMIN_TOKEN, type TestGateway } from './support/gateway.js';
@@ -513,19 +513,6 @@ describe('verification under random tampering (property)', () => {
 });
 
 // ---- the gateway: admin writes, export, verify over the Admin API and the CLI -------------------
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function dmsc(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await main(argv, { out: (line) => out.push(line), err: (line) => err.push(line), env });
-  return { code, stdout: out.join('\n'), stderr: err.join('\n') };
-}
 
 describe('a running gateway', () => {
   let gw: TestGateway;

@@ -9,25 +9,13 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
-import { main } from '../src/cli/index.js';
+import { dmsc, type RunResult } from './support/cli.js';
 import { startTestGateway, TEST_ADMIN_TOKEN, type TestGateway } from './support/gateway.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(REPO, 'bin', 'dmsc.js');
 
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function dmsc(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await main(argv, { out: (line) => out.push(line), err: (line) => err.push(line), env });
-  return { code, stdout: out.join('\n'), stderr: err.join('\n') };
-}
 
 let tmp: string;
 before(async () => {

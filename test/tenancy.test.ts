@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import { configSchema } from '../src/config/schema.js';
@@ -25,24 +25,47 @@ async function startEcho(): Promise<Upstream> {
   });
 }
 
+/**
+ * An agent that holds every call until the test answers it (`startResponse`: after sending the head
+ * and a first line); Agent Card fetches get a 404 so they are never held.
+ */
+async function startHolding(options: { startResponse?: boolean } = {}) {
+  const held: http.ServerResponse[] = [];
+  const arrivals = new EventEmitter();
+  const upstream = await startUpstream('hold', (req, res) => {
+    if (req.url!.startsWith('/.well-known/')) return void res.writeHead(404).end();
+    if (options.startResponse) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('started\n');
+    }
+    held.push(res);
+    arrivals.emit('held');
+  });
+  return {
+    upstream,
+    held,
+    /** Resolves once `count` calls are being held. */
+    async reached(count: number): Promise<void> {
+      while (held.length < count) await once(arrivals, 'held');
+    },
+    async close(): Promise<void> {
+      for (const res of held) res.destroy();
+      await upstream.close();
+    },
+  };
+}
+
 describe('tenant lifecycle: onboarding and offboarding in one call each', () => {
   let gw: TestGateway;
   let echo: Upstream;
-  let hold: Upstream;
-  const held: http.ServerResponse[] = [];
+  let hold: Awaited<ReturnType<typeof startHolding>>;
 
   before(async () => {
     echo = await startEcho();
-    hold = await startUpstream('hold', (req, res) => {
-      if (req.url!.startsWith('/.well-known/')) return void res.writeHead(404).end();
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.write('started\n');
-      held.push(res);
-    });
+    hold = await startHolding({ startResponse: true });
     gw = await startTestGateway({ listeners: { tls: { mtls: { enabled: true } } }, tenants: [{ name: 'fixed', agents: [{ name: 'x', endpoints: [echo.url], healthCheck: noHealth }] }] });
   });
   after(async () => {
-    for (const res of held) res.destroy();
     await gw?.close();
     await echo?.close();
     await hold?.close();
@@ -64,7 +87,7 @@ describe('tenant lifecycle: onboarding and offboarding in one call each', () => 
     for (const [name, url] of [
       ['a1', echo.url],
       ['a2', echo.url],
-      ['slow', hold.url],
+      ['slow', hold.upstream.url],
     ]) {
       const created = await gw.admin('POST', '/admin/v1/tenants/acme/agents', { name, endpoints: [url], healthCheck: noHealth });
       assert.equal(created.status, 201);
@@ -85,10 +108,7 @@ describe('tenant lifecycle: onboarding and offboarding in one call each', () => 
       assert.equal(response.statusCode, 200);
       await response.body.text();
     });
-    await new Promise<void>((resolve) => {
-      const wait = () => (held.length > 0 ? resolve() : setImmediate(wait));
-      wait();
-    });
+    await hold.reached(1);
 
     const offboarded = await gw.admin('DELETE', '/admin/v1/tenants/acme');
     assert.equal(offboarded.status, 200, JSON.stringify(offboarded.body));
@@ -317,15 +337,10 @@ describe('tenant-scoped reload', () => {
 describe('rate limits and concurrency', () => {
   let gw: TestGateway;
   let echo: Upstream;
-  let hold: Upstream;
-  const held: http.ServerResponse[] = [];
+  let hold: Awaited<ReturnType<typeof startHolding>>;
   before(async () => {
     echo = await startEcho();
-    hold = await startUpstream('hold', (req, res) => {
-      // Agent Card fetches are answered; agent calls are held until the test lets them go.
-      if (req.url!.startsWith('/.well-known/')) res.writeHead(404).end();
-      else held.push(res);
-    });
+    hold = await startHolding();
     gw = await startTestGateway({
       tenants: [
         {
@@ -346,12 +361,11 @@ describe('rate limits and concurrency', () => {
             { name: 'slow', endpoints: [echo.url], healthCheck: noHealth, limits: { requestsPerSecond: 0.5, burst: 1, maxDelayMs: 200 } },
           ],
         },
-        { name: 'narrow', limits: { concurrency: { perEndpoint: 1, queue: 1, queueTimeoutMs: 10_000 } }, agents: [{ name: 'one', endpoints: [hold.url], healthCheck: noHealth }] },
+        { name: 'narrow', limits: { concurrency: { perEndpoint: 1, queue: 1, queueTimeoutMs: 10_000 } }, agents: [{ name: 'one', endpoints: [hold.upstream.url], healthCheck: noHealth }] },
       ],
     });
   });
   after(async () => {
-    for (const res of held) res.destroy();
     await gw?.close();
     await echo?.close();
     await hold?.close();
@@ -399,21 +413,15 @@ describe('rate limits and concurrency', () => {
 
   test('concurrency per endpoint: one in flight, one queued, the next refused at once', async () => {
     const first = get('/agents/narrow/one/a');
-    await new Promise<void>((resolve) => {
-      const wait = () => (held.length >= 1 ? resolve() : setImmediate(wait));
-      wait();
-    });
+    await hold.reached(1);
     const second = get('/agents/narrow/one/b');
     const third = await get('/agents/narrow/one/c');
     assert.equal(third.status, 503);
     assert.equal(JSON.parse(third.text).error.code, 'endpoint_busy');
-    assert.equal(held.length, 1, 'the queued request has not reached the agent');
-    held[0]!.end('done a');
-    await new Promise<void>((resolve) => {
-      const wait = () => (held.length >= 2 ? resolve() : setImmediate(wait));
-      wait();
-    });
-    held[1]!.end('done b');
+    assert.equal(hold.held.length, 1, 'the queued request has not reached the agent');
+    hold.held[0]!.end('done a');
+    await hold.reached(2);
+    hold.held[1]!.end('done b');
     assert.equal((await first).status, 200);
     assert.equal((await second).status, 200);
   });

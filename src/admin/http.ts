@@ -3,7 +3,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { z } from 'zod';
 import { configIssueMessages, formatConfigPath } from '../config/index.js';
-import { RegistryError, type RegistryErrorCode } from '../registry/types.js';
+import { RegistryError, type RegistryAdmin, type RegistryErrorCode } from '../registry/types.js';
+import type { TenantRecord } from '../store/types.js';
 
 export const MAX_ADMIN_BODY_BYTES = 1024 * 1024;
 
@@ -28,6 +29,13 @@ const REGISTRY_STATUS: Record<RegistryErrorCode, number> = {
 };
 
 /** Normalises anything a handler throws; undefined means an unexpected failure (500). */
+/** The tenant, or a 404 naming it. */
+export function tenantOrThrow(registry: Pick<RegistryAdmin, 'getTenant'>, name: string): TenantRecord {
+  const tenant = registry.getTenant(name);
+  if (!tenant) throw new AdminError(404, 'not_found', `tenant "${name}" does not exist`);
+  return tenant;
+}
+
 export function toAdminError(err: unknown): AdminError | undefined {
   if (err instanceof AdminError) return err;
   if (err instanceof RegistryError) return new AdminError(REGISTRY_STATUS[err.code], err.code, err.message);

@@ -5,7 +5,7 @@ import { dataTagSchema, tenantPolicySchema, type Explanation, type PolicyDefault
 import type { OffboardSummary } from '../tenancy/lifecycle.js';
 import { ExplainError, type TenantSpec } from '../tenancy/runtime.js';
 import type { TenantRecord } from '../store/types.js';
-import { AdminError } from './http.js';
+import { AdminError, tenantOrThrow } from './http.js';
 import type { AdminContext, Route } from './routes.js';
 
 /** The tenancy operations the Admin API drives. */
@@ -76,8 +76,7 @@ function tenancyOrThrow(ctx: AdminContext): AdminTenancy {
 }
 
 function apiTenant(ctx: AdminContext, name: string): TenantRecord {
-  const tenant = ctx.registry.getTenant(name);
-  if (!tenant) throw new AdminError(404, 'not_found', `tenant "${name}" does not exist`);
+  const tenant = tenantOrThrow(ctx.registry, name);
   if (tenant.source === 'config') {
     throw new AdminError(409, 'managed_by_config', `tenant "${name}" is defined in the config file; change its settings there`);
   }
@@ -136,8 +135,7 @@ export const tenancyRoutes: readonly Route[] = [
     errors: [404, 501],
     handle: ({ params }, ctx) => {
       const tenancy = tenancyOrThrow(ctx);
-      const tenant = ctx.registry.getTenant(params.tenant!);
-      if (!tenant) throw new AdminError(404, 'not_found', `tenant "${params.tenant}" does not exist`);
+      const tenant = tenantOrThrow(ctx.registry, params.tenant!);
       return {
         status: 200,
         json: { tenant: tenant.name, source: tenant.source, policy: tenancy.spec(tenant.name)?.policy ?? { rules: [] }, defaults: tenancy.defaults() },
@@ -176,8 +174,7 @@ export const tenancyRoutes: readonly Route[] = [
         return { status: 200, json: result };
       } catch (err) {
         if (err instanceof ExplainError) {
-          const unknown = err.message.includes('unknown agent');
-          throw new AdminError(unknown ? 404 : 400, unknown ? 'not_found' : 'invalid', err.message);
+          throw new AdminError(err.code === 'not_found' ? 404 : 400, err.code, err.message);
         }
         throw err;
       }
@@ -196,7 +193,7 @@ export const tenancyRoutes: readonly Route[] = [
     handle: async ({ body }, ctx) => {
       const tenancy = tenancyOrThrow(ctx);
       const input = body as z.output<typeof createAdminTokenBody>;
-      if (!ctx.registry.getTenant(input.tenant)) throw new AdminError(404, 'not_found', `tenant "${input.tenant}" does not exist`);
+      tenantOrThrow(ctx.registry, input.tenant);
       return { status: 201, json: await tenancy.createAdminToken(input.tenant, input.description) };
     },
   },

@@ -5,7 +5,7 @@ import type { TokenService } from '../identity/oauth.js';
 import { PkiError, type Pki } from '../identity/types.js';
 import type { IdentityStore } from '../store/types.js';
 import type { RegistryAdmin } from '../registry/types.js';
-import { AdminError, type Reply } from './http.js';
+import { AdminError, tenantOrThrow, type Reply } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
 import { GATEWAY_VERSION } from './version.js';
 import { offboardSummary, tenancyRoutes, type AdminTenancy } from './routes-tenancy.js';
@@ -109,14 +109,8 @@ function route<Body = undefined>(definition: Route<Body>): Route {
   return definition as unknown as Route;
 }
 
-function tenantOrThrow(ctx: AdminContext, name: string) {
-  const tenant = ctx.registry.getTenant(name);
-  if (!tenant) throw new AdminError(404, 'not_found', `tenant "${name}" does not exist`);
-  return tenant;
-}
-
 function agentOrThrow(ctx: AdminContext, tenant: string, name: string) {
-  tenantOrThrow(ctx, tenant);
+  tenantOrThrow(ctx.registry, tenant);
   const agent = ctx.registry.getAgent(tenant, name);
   if (!agent) throw new AdminError(404, 'not_found', `agent "${name}" does not exist in tenant "${tenant}"`);
   return agent;
@@ -273,7 +267,7 @@ export const adminRoutes: readonly Route[] = [
     auth: true,
     responses: { 200: { description: 'the tenant', schema: tenantRecord } },
     errors: [404],
-    handle: ({ params }, ctx) => ({ status: 200, json: tenantOrThrow(ctx, params.tenant!) }),
+    handle: ({ params }, ctx) => ({ status: 200, json: tenantOrThrow(ctx.registry, params.tenant!) }),
   }),
   route({
     method: 'DELETE',
@@ -410,7 +404,7 @@ export const adminRoutes: readonly Route[] = [
     errors: [404, 501],
     handle: async ({ params, query }, ctx) => {
       const identity = identityOrThrow(ctx);
-      tenantOrThrow(ctx, params.tenant!);
+      tenantOrThrow(ctx.registry, params.tenant!);
       const certificates = await identity.store.listIssuedCerts({
         tenant: params.tenant!,
         ...(query.agent ? { agent: query.agent } : {}),
@@ -447,7 +441,7 @@ export const adminRoutes: readonly Route[] = [
     errors: [404, 501],
     handle: async ({ params, body }, ctx) => {
       const identity = identityOrThrow(ctx);
-      tenantOrThrow(ctx, params.tenant!);
+      tenantOrThrow(ctx.registry, params.tenant!);
       const revoked = await pkiCall(() => identity.pki.revokeAgent(params.tenant!, params.agent!, body.reason, 'admin-token'));
       return { status: 200, json: { revoked } };
     },

@@ -1,6 +1,34 @@
+import { stringValue, type CommandContext, type OptionSpec } from './command.js';
 import { CliError } from './io.js';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9400';
+
+/** The options of every command that talks to the Admin API. */
+export const API_OPTIONS: Record<string, OptionSpec> = {
+  'admin-url': { type: 'string', placeholder: 'URL', help: `Admin API base URL (DMSC_ADMIN_URL; default ${DEFAULT_ADMIN_URL})` },
+  token: { type: 'string', placeholder: 'TOKEN', help: 'admin token (DMSC_ADMIN_TOKEN)' },
+  json: { type: 'boolean', help: 'print the raw JSON response' },
+};
+
+export function adminUrlOf({ values, io }: CommandContext): string {
+  return stringValue(values, 'admin-url') ?? (io.env.DMSC_ADMIN_URL || DEFAULT_ADMIN_URL);
+}
+
+export function adminTokenOf({ values, io }: CommandContext): string | undefined {
+  return stringValue(values, 'token') ?? (io.env.DMSC_ADMIN_TOKEN || undefined);
+}
+
+/** The Admin API client for a command's --admin-url / --token (or DMSC_ADMIN_URL / DMSC_ADMIN_TOKEN). */
+export function apiFor(context: CommandContext): AdminApi {
+  return new AdminApi(adminUrlOf(context), adminTokenOf(context));
+}
+
+/** Prints the response as JSON with --json, else as `human` lines. */
+export function show(context: CommandContext, body: unknown, human: () => string[]): number {
+  const lines = context.values.json ? (body === undefined ? [] : [JSON.stringify(body, null, 2)]) : human();
+  for (const line of lines) context.io.out(line);
+  return 0;
+}
 
 function errorCode(err: unknown): string | undefined {
   const cause = (err as { cause?: { code?: string; errors?: Array<{ code?: string }> } }).cause;

@@ -4,16 +4,14 @@ import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import type { VerifyResult } from '../audit/index.js';
 import type { GatewayConfig } from '../config/index.js';
-import { AdminApi, DEFAULT_ADMIN_URL } from './admin-api.js';
+import { AdminApi, adminTokenOf, adminUrlOf, API_OPTIONS as ADMIN_API_OPTIONS } from './admin-api.js';
 import { CONFIG_FILE_OPTION, stringValue, type Command, type CommandContext, type OptionSpec } from './command.js';
 import { configFileFrom, effectiveConfig } from './config-commands.js';
 import { CliError, UsageError } from './io.js';
 import { formatTable } from './table.js';
 
-const API_OPTIONS: Record<string, OptionSpec> = {
-  'admin-url': { type: 'string', placeholder: 'URL', help: `Admin API base URL (DMSC_ADMIN_URL; default ${DEFAULT_ADMIN_URL})` },
-  token: { type: 'string', placeholder: 'TOKEN', help: 'admin token (DMSC_ADMIN_TOKEN)' },
-};
+// Without --json: each audit command words its own.
+const { json: _json, ...API_OPTIONS } = ADMIN_API_OPTIONS;
 
 const STATE_OPTIONS: Record<string, OptionSpec> = {
   home: { type: 'string', placeholder: 'DIR', help: 'read the database in this state directory (DMSC_HOME; default ./.dmsc)' },
@@ -38,14 +36,6 @@ interface AuditRecordView {
   target?: string;
   decision: string;
   reason?: string;
-}
-
-function adminUrlOf({ values, io }: CommandContext): string {
-  return stringValue(values, 'admin-url') ?? (io.env.DMSC_ADMIN_URL || DEFAULT_ADMIN_URL);
-}
-
-function adminTokenOf({ values, io }: CommandContext): string | undefined {
-  return stringValue(values, 'token') ?? (io.env.DMSC_ADMIN_TOKEN || undefined);
 }
 
 interface FilterQuery {

@@ -1,35 +1,18 @@
 import { readFile } from 'node:fs/promises';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { generateKeyAndCsr } from '../identity/keygen.js';
-import { AdminApi, DEFAULT_ADMIN_URL } from './admin-api.js';
+import { API_OPTIONS, apiFor, show } from './admin-api.js';
 import { certificateInfo, mergeBundles, readCredentials, writeCredentials } from './cert-files.js';
 import { stringValue, type Command, type CommandContext, type OptionSpec } from './command.js';
 import { CliError, UsageError } from './io.js';
 import { formatTable } from './table.js';
 
-const API_OPTIONS: Record<string, OptionSpec> = {
-  'admin-url': { type: 'string', placeholder: 'URL', help: `Admin API base URL (DMSC_ADMIN_URL; default ${DEFAULT_ADMIN_URL})` },
-  token: { type: 'string', placeholder: 'TOKEN', help: 'admin token (DMSC_ADMIN_TOKEN)' },
-  json: { type: 'boolean', help: 'print the raw JSON response' },
-};
-
 const PEM_CHAIN = 'application/pem-certificate-chain';
-
-function apiFor({ values, io }: CommandContext): AdminApi {
-  const url = stringValue(values, 'admin-url') ?? (io.env.DMSC_ADMIN_URL || DEFAULT_ADMIN_URL);
-  return new AdminApi(url, stringValue(values, 'token') ?? (io.env.DMSC_ADMIN_TOKEN || undefined));
-}
 
 function required(context: CommandContext, name: string, command: string): string {
   const value = stringValue(context.values, name);
   if (!value) throw new UsageError(`--${name} is required`, command);
   return value;
-}
-
-function show(context: CommandContext, body: unknown, human: () => string[]): number {
-  const lines = context.values.json ? [JSON.stringify(body, null, 2)] : human();
-  for (const line of lines) context.io.out(line);
-  return 0;
 }
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };

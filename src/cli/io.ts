@@ -11,6 +11,20 @@ export const processIO: CliIO = {
   env: process.env,
 };
 
+/** Reads a YAML or JSON file (JSON is YAML) that must hold a mapping, e.g. a tenant spec or policy. */
+export async function readMapping(file: string): Promise<Record<string, unknown>> {
+  const [{ readFile }, { parse }] = await Promise.all([import('node:fs/promises'), import('yaml')]);
+  let value: unknown;
+  try {
+    value = parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new CliError(`${file}: ${missing ? 'no such file' : `not valid YAML/JSON: ${(err as Error).message}`}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CliError(`${file}: must hold a mapping (an object)`);
+  return value as Record<string, unknown>;
+}
+
 /** A failure to report as `error: <message>` with exit code 1. */
 export class CliError extends Error {
   override name = 'CliError';

@@ -1,13 +1,8 @@
-import { AdminApi, DEFAULT_ADMIN_URL } from './admin-api.js';
+import { API_OPTIONS, apiFor, show } from './admin-api.js';
 import { stringValue, stringValues, type Command, type CommandContext, type OptionSpec } from './command.js';
-import { CliError, UsageError } from './io.js';
+import { readMapping, UsageError } from './io.js';
 import { formatFields, formatTable } from './table.js';
 
-const API_OPTIONS: Record<string, OptionSpec> = {
-  'admin-url': { type: 'string', placeholder: 'URL', help: `Admin API base URL (DMSC_ADMIN_URL; default ${DEFAULT_ADMIN_URL})` },
-  token: { type: 'string', placeholder: 'TOKEN', help: 'admin token (DMSC_ADMIN_TOKEN)' },
-  json: { type: 'boolean', help: 'print the raw JSON response' },
-};
 const TENANT_OPTION: Record<string, OptionSpec> = {
   tenant: { type: 'string', placeholder: 'TENANT', help: 'the tenant the agent belongs to (required)' },
 };
@@ -34,34 +29,10 @@ interface Agent {
   card?: { sourceUrl: string; fetchedAt: string; name?: string; skills?: Array<{ id: string; name: string; tags?: string[] }> };
 }
 
-function apiFor({ values, io }: CommandContext): AdminApi {
-  const url = stringValue(values, 'admin-url') ?? (io.env.DMSC_ADMIN_URL || DEFAULT_ADMIN_URL);
-  return new AdminApi(url, stringValue(values, 'token') ?? (io.env.DMSC_ADMIN_TOKEN || undefined));
-}
-
 function requiredTenant(context: CommandContext, command: string): string {
   const tenant = stringValue(context.values, 'tenant');
   if (!tenant) throw new UsageError('--tenant is required', command);
   return tenant;
-}
-
-/** Prints the response as JSON with --json, else as `human` lines. */
-function show(context: CommandContext, body: unknown, human: () => string[]): number {
-  const lines = context.values.json ? (body === undefined ? [] : [JSON.stringify(body, null, 2)]) : human();
-  for (const line of lines) context.io.out(line);
-  return 0;
-}
-
-async function readSpec(file: string): Promise<Record<string, unknown>> {
-  const [{ readFile }, { parse }] = await Promise.all([import('node:fs/promises'), import('yaml')]);
-  let value: unknown;
-  try {
-    value = parse(await readFile(file, 'utf8'));
-  } catch (err) {
-    throw new CliError(`${file}: ${(err as Error).message}`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CliError(`${file}: must hold a mapping with policy, limits and/or masking`);
-  return value as Record<string, unknown>;
 }
 
 function tenantFields(tenant: Tenant): string[] {
@@ -126,7 +97,7 @@ export const tenantCommands: Command[] = [
     },
     async run(context) {
       const specFile = stringValue(context.values, 'spec');
-      const spec = specFile ? await readSpec(specFile) : {};
+      const spec = specFile ? await readMapping(specFile) : {};
       const body = (await apiFor(context).call('POST', ['tenants'], { ...spec, name: context.positionals[0] })) as Tenant;
       return show(context, body, () => [`tenant ${body.name} created`]);
     },

@@ -1,56 +1,11 @@
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
-import { AdminApi, DEFAULT_ADMIN_URL } from './admin-api.js';
-import { CONFIG_FILE_OPTION, stringValue, type Command, type CommandContext, type OptionSpec } from './command.js';
+import type { OffboardSummary } from '../tenancy/lifecycle.js';
+import { API_OPTIONS, apiFor, show } from './admin-api.js';
+import { CONFIG_FILE_OPTION, stringValue, type Command } from './command.js';
 import { configFileFrom, effectiveConfig } from './config-commands.js';
-import { CliError, UsageError } from './io.js';
+import { CliError, readMapping, UsageError } from './io.js';
 import { formatFields, formatTable } from './table.js';
-
-const API_OPTIONS: Record<string, OptionSpec> = {
-  'admin-url': { type: 'string', placeholder: 'URL', help: `Admin API base URL (DMSC_ADMIN_URL; default ${DEFAULT_ADMIN_URL})` },
-  token: { type: 'string', placeholder: 'TOKEN', help: 'admin token (DMSC_ADMIN_TOKEN)' },
-  json: { type: 'boolean', help: 'print the raw JSON response' },
-};
-
-function apiFor({ values, io }: CommandContext): AdminApi {
-  const url = stringValue(values, 'admin-url') ?? (io.env.DMSC_ADMIN_URL || DEFAULT_ADMIN_URL);
-  return new AdminApi(url, stringValue(values, 'token') ?? (io.env.DMSC_ADMIN_TOKEN || undefined));
-}
-
-function show(context: CommandContext, body: unknown, human: () => string[]): number {
-  const lines = context.values.json ? [JSON.stringify(body, null, 2)] : human();
-  for (const line of lines) context.io.out(line);
-  return 0;
-}
-
-/** Reads a YAML or JSON document (JSON is YAML). */
-async function readDocument(file: string, command: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw new CliError(`${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
-  }
-  let value: unknown;
-  try {
-    value = parseYaml(text);
-  } catch (err) {
-    throw new CliError(`${file}: not valid YAML/JSON: ${(err as Error).message}`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`${file} must hold a mapping (an object)`, command);
-  return value as Record<string, unknown>;
-}
-
-interface OffboardSummary {
-  tenant: string;
-  agentsRemoved: number;
-  certificatesRevoked: number;
-  casRetired: string[];
-  requestsCut: number;
-  dataKeysDestroyed: number;
-}
 
 interface ExplainStep {
   kind: string;
@@ -117,7 +72,7 @@ export const tenancyCommands: Command[] = [
       const file = stringValue(context.values, 'file');
       if (!file) throw new UsageError('--file is required', 'policy set');
       const tenant = context.positionals[0]!;
-      const policy = await readDocument(file, 'policy set');
+      const policy = await readMapping(file);
       const body = (await apiFor(context).call('PUT', ['tenants', tenant, 'policy'], policy)) as { rules?: unknown[] };
       return show(context, body, () => [`policy of tenant ${tenant} replaced (${body.rules?.length ?? 0} rules)`]);
     },

@@ -43,7 +43,8 @@ export function limitStage(limits: () => LimitsConfig): Stage & { inflight(): nu
   };
 }
 
-function pathOnly(rest: string): string {
+/** The path of a request target, without its query. */
+export function pathOnly(rest: string): string {
   const q = rest.indexOf('?');
   return q < 0 ? rest : rest.slice(0, q);
 }

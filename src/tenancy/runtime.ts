@@ -211,7 +211,7 @@ export class Tenancy {
   explain(from: string, to: string, facts: { method?: string; path?: string; dataTags?: readonly string[] } = {}): Explanation {
     const target = splitAgent(to, 'to');
     const targetAgent = this.findAgent(target.tenant, target.agent);
-    if (!targetAgent) throw new ExplainError(`to: unknown agent "${to}"`);
+    if (!targetAgent) throw new ExplainError('not_found', `to: unknown agent "${to}"`);
     let caller: Caller = ANONYMOUS;
     let dataTags = facts.dataTags ?? [];
     if (from !== 'anonymous') {
@@ -233,11 +233,18 @@ export class Tenancy {
   }
 }
 
-export class ExplainError extends Error {}
+export class ExplainError extends Error {
+  constructor(
+    readonly code: 'invalid' | 'not_found',
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 function splitAgent(value: string, field: string): { tenant: string; agent: string } {
   const match = /^([a-z0-9-]{1,63})\/([a-z0-9-]{1,63})$/.exec(value);
-  if (!match) throw new ExplainError(`${field}: "${value}" must be <tenant>/<agent>${field === 'from' ? ' or "anonymous"' : ''}`);
+  if (!match) throw new ExplainError('invalid', `${field}: "${value}" must be <tenant>/<agent>${field === 'from' ? ' or "anonymous"' : ''}`);
   return { tenant: match[1]!, agent: match[2]! };
 }
 

@@ -3,7 +3,8 @@ import { readBody } from '../dataplane/body.js';
 import type { RequestContext } from '../dataplane/context.js';
 import { GatewayError, errors } from '../dataplane/errors.js';
 import type { Stage } from '../dataplane/pipeline.js';
-import type { RegistryView } from '../registry/types.js';
+import { pathOnly } from '../dataplane/stages.js';
+import type { AgentRuntime, RegistryView } from '../registry/types.js';
 import { rateLimitHeaders } from './limits/index.js';
 import { DATA_TAG_PATTERN, type Decision } from './policy/index.js';
 import type { TenantKeys } from './keys.js';
@@ -30,11 +31,6 @@ const DATA_TAGS_HEADER = 'x-dmsc-data-tags';
 const ANONYMOUS_SOURCE = Object.freeze({});
 const MAX_DATA_TAGS = 32;
 const NO_TAGS: readonly string[] = Object.freeze([]);
-
-function pathOnly(rest: string): string {
-  const q = rest.indexOf('?');
-  return q < 0 ? rest : rest.slice(0, q);
-}
 
 /** Tags from the `x-dmsc-data-tags` header plus those the calling agent's config attaches. */
 function requestDataTags(ctx: RequestContext, fromAgent: readonly string[]): readonly string[] {
@@ -149,22 +145,30 @@ function forbidden(decision: Decision): GatewayError {
   return new GatewayError(403, 'forbidden', decision.message, { 'x-dmsc-policy-decision': decision.code });
 }
 
+function callerAgentOf(registry: RegistryView, ctx: RequestContext): AgentRuntime | undefined {
+  const identity = ctx.identity;
+  return identity ? registry.findAgent(identity.tenant, identity.agent) : undefined;
+}
+
+/** The policy's decision for this request carrying `ctx.dataTags`. */
+function decide(tenancy: Tenancy, ctx: RequestContext, callerAgent: AgentRuntime | undefined): Decision {
+  return tenancy.policy.decide(tenancy.caller(ctx.identity, callerAgent?.tags ?? NO_TAGS), tenancy.target(ctx.agent!), {
+    method: ctx.req.method ?? 'GET',
+    path: pathOnly(ctx.target!.rest),
+    dataTags: ctx.dataTags,
+  });
+}
+
 /** Deny-by-default policy: who may call whom, with which methods and paths, carrying which data tags. */
 export function authorizeStage(options: TenancyStageOptions): Stage {
   const { tenancy, registry, audit } = options;
   return {
     name: 'authorize',
     run(ctx) {
-      const agent = ctx.agent!;
-      const identity = ctx.identity;
-      const callerAgent = identity ? registry.findAgent(identity.tenant, identity.agent) : undefined;
+      const callerAgent = callerAgentOf(registry, ctx);
       const dataTags = requestDataTags(ctx, callerAgent?.dataTags ?? NO_TAGS);
       ctx.dataTags = dataTags;
-      const decision = tenancy.policy.decide(tenancy.caller(identity, callerAgent?.tags ?? NO_TAGS), tenancy.target(agent), {
-        method: ctx.req.method ?? 'GET',
-        path: pathOnly(ctx.target!.rest),
-        dataTags,
-      });
+      const decision = decide(tenancy, ctx, callerAgent);
       if (decision.allow) {
         tenancy.track(ctx, tenantsOf(ctx));
         // Recorded by the rate-limit stage once the limits pass too: one record per request, so a
@@ -339,13 +343,7 @@ export function maskStage(options: TenancyStageOptions): Stage {
         const added = result.dataTags.filter((tag) => !ctx.dataTags.includes(tag));
         if (added.length === 0) return afterCommit(masked);
         ctx.dataTags = [...ctx.dataTags, ...added];
-        const identity = ctx.identity;
-        const callerAgent = identity ? registry.findAgent(identity.tenant, identity.agent) : undefined;
-        const decision = tenancy.policy.decide(tenancy.caller(identity, callerAgent?.tags ?? NO_TAGS), tenancy.target(agent), {
-          method: method ?? 'POST',
-          path: pathOnly(ctx.target!.rest),
-          dataTags: ctx.dataTags,
-        });
+        const decision = decide(tenancy, ctx, callerAgentOf(registry, ctx));
         if (decision.allow) return afterCommit(masked);
         return refuseAfterCommit(
           recordDecision(audit, ctx, 'policy.decision', 'deny', reasonOf(decision), { dataTags: ctx.dataTags }, tenancy.keys),
