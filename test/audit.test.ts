@@ -178,6 +178,26 @@ describe('the hash chain', () => {
     await store.close();
   });
 
+  it('group commit on the writer thread: a lost batch fails the records chained on it, then the chain resumes from what is stored', async () => {
+    const { store, file } = await freshStore();
+    const log = new AuditLog(store, logger);
+    await log.commit({ action: 'first', decision: 'info' });
+    // Another writer takes seq 2 between chaining and the batch's commit: that batch is lost...
+    const lost = log.commit({ action: 'lost', decision: 'info' });
+    await store.appendAudit({ time: new Date().toISOString(), action: 'other-writer', decision: 'info' });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    // ...and so is one chained on top of it before the failure is known.
+    const onTop = log.commit({ action: 'on-top', decision: 'info' });
+    await assert.rejects(lost, { code: 'SQLITE_CONSTRAINT_PRIMARYKEY' });
+    await assert.rejects(onTop);
+    await log.commit({ action: 'after', decision: 'info' });
+    assert.equal(log.append({ action: 'sync-after', decision: 'info' }).seq, 4);
+    assert.deepEqual(rows(file).map((row) => row.action), ['first', 'other-writer', 'after', 'sync-after']);
+    assert.equal((await verifyAudit(store)).ok, true);
+    await log.close();
+    await store.close();
+  });
+
   it('chains records written before hash chaining when the log opens', async () => {
     const { store, file } = await freshStore();
     tamper(file, (db) => {
@@ -454,7 +474,8 @@ describe('verification under random tampering (property)', () => {
         async (events, everyRecords, closeAtEnd, t) => {
           const { store, file } = await freshStore();
           try {
-            const log = new AuditLog(store, logger);
+            // Inline: this property is about verification, and a log left open (closeAtEnd false) keeps no thread.
+            const log = new AuditLog(store, logger, { writer: 'inline' });
             await log.enableCheckpoints(keyring, { everyRecords: Math.min(everyRecords, events.length), everyMs: 3_600_000 });
             for (const event of events) log.append(event);
             if (closeAtEnd) log.close();

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { inlineAuditWriter, type AuditWrite, type AuditWriter } from '../store/audit-writer.js';
 import type { AuditCheckpointRecord, AuditFilter, AuditStore, ChainedAuditRecord } from '../store/types.js';
 import { loadCheckpointSigner, signCheckpoint, type CheckpointKeyring, type CheckpointSigner } from './checkpoints.js';
 import { exportAudit, type ExportFilter } from './export.js';
@@ -14,6 +15,8 @@ export type AuditDurability = 'process' | 'power';
 
 export interface AuditLogOptions {
   durability?: AuditDurability;
+  /** thread (default when the store offers one): commits and WAL fsyncs on a writer thread; inline: on the caller's. */
+  writer?: 'thread' | 'inline';
   /** The clock (tests). */
   now?: () => Date;
 }
@@ -40,6 +43,7 @@ type LogStore = Pick<
   | 'listAuditCheckpoints'
   | 'listAuditKeys'
   | 'putAuditKey'
+  | 'openAuditWriter'
 >;
 
 function isSeqTaken(err: unknown): boolean {
@@ -49,8 +53,10 @@ function isSeqTaken(err: unknown): boolean {
 /**
  * The audit trail: an append-only, hash-chained log of security decisions (authentication
  * failures, enrollments, certificate issue and revocation, token issue, policy and rate-limit
- * denials, admin writes), with signed checkpoints. Appends are synchronous: when append() or
- * record() returns, the record is committed, so a response sent afterwards cannot outlive it.
+ * denials, admin writes), with signed checkpoints. append() and record() return once the record is
+ * committed; commit() (the request path) resolves once it is, so a response sent afterwards cannot
+ * outlive its record. Records are chained here, on the caller's thread, in call order; a writer
+ * (by default a thread with its own database connection) stores them in that order.
  * One writer process per database (the chain head is kept here).
  */
 export class AuditLog {
@@ -66,6 +72,9 @@ export class AuditLog {
   /** Chained, not yet committed (group commit, see commit()). */
   private pending: ChainedAuditRecord[] = [];
   private batch: { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } | undefined;
+  private readonly writer: AuditWriter;
+  /** Bumped when a write fails and the chain restarts from what is stored; older writes' failures are then moot. */
+  private generation = 0;
 
   constructor(
     private readonly store: LogStore,
@@ -75,6 +84,7 @@ export class AuditLog {
     this.durability = options.durability ?? 'process';
     this.now = options.now ?? (() => new Date());
     this.head = this.chainLegacyRecords();
+    this.writer = (options.writer !== 'inline' && store.openAuditWriter?.()) || inlineAuditWriter(store);
   }
 
   /** The last record's seq and hash (seq 0 and the genesis hash when the trail is empty). */
@@ -92,14 +102,19 @@ export class AuditLog {
     const time = this.now().toISOString();
     let sealed = chainRecord(this.head, event, time);
     try {
-      this.store.insertAudit(sealed.record, { fsync: this.durability === 'power' });
+      this.writer.writeSync(this.writeOf([sealed.record]));
     } catch (err) {
+      this.restartChain();
       if (!isSeqTaken(err)) throw err;
       // Another writer appended to this database: continue its chain (one writer is the supported setup).
       this.logger.warn({ seq: sealed.record.seq }, 'audit: another writer appended to the audit trail; continuing after its records');
-      this.head = this.readHead();
       sealed = chainRecord(this.head, event, time);
-      this.store.insertAudit(sealed.record, { fsync: this.durability === 'power' });
+      try {
+        this.writer.writeSync(this.writeOf([sealed.record]));
+      } catch (retryErr) {
+        this.restartChain();
+        throw retryErr;
+      }
     }
     const { record } = sealed;
     this.head = { seq: record.seq, hash: record.hash };
@@ -109,11 +124,30 @@ export class AuditLog {
     return record;
   }
 
+  private writeOf(records: readonly ChainedAuditRecord[], checkpoint?: AuditCheckpointRecord): AuditWrite {
+    return { records, fsync: this.durability === 'power', ...(checkpoint ? { checkpoint } : {}) };
+  }
+
+  /**
+   * After a failed write: continue the chain from what is stored; the writer accepts writes again.
+   * Records chained on top of the lost ones and not yet written are dropped (their waiters fail).
+   */
+  private restartChain(): void {
+    this.generation++;
+    const dropped = this.batch;
+    this.pending = [];
+    this.batch = undefined;
+    dropped?.reject(new Error('an earlier audit write failed; this record was not stored'));
+    this.head = this.readHead();
+    this.writer.reset();
+  }
+
   /**
    * Group commit, for the request path: the record is chained now (call order is chain order) and
    * committed with every other record of this event-loop turn in one transaction; the promise
    * resolves once it is committed, so a caller that answers afterwards cannot outlive its record.
-   * One SQLite commit costs ~40 µs here, a row in a shared one a few; rejects if the commit fails.
+   * One SQLite commit costs ~40 µs, a row in a shared one a few, both off the event loop with the
+   * writer thread; rejects if the commit fails.
    */
   commit(event: AuditEvent): Promise<void> {
     if (this.closed) return Promise.reject(new Error('the audit log is closed'));
@@ -140,18 +174,22 @@ export class AuditLog {
     if (records.length === 0) return;
     this.pending = [];
     this.batch = undefined;
-    try {
-      this.store.insertAuditBatch(records, { fsync: this.durability === 'power' });
-    } catch (err) {
-      // Nothing of the batch is stored: continue the chain from what is.
-      this.head = this.readHead();
-      this.logger.error({ err, records: records.length }, 'audit records could not be stored');
-      batch?.reject(err as Error);
-      return;
-    }
-    batch?.resolve();
-    const last = records.at(-1)!;
-    if (this.signer && last.seq - this.lastCheckpointSeq >= this.everyRecords) this.checkpointQuietly();
+    const generation = this.generation;
+    this.writer.write(this.writeOf(records)).then(
+      () => {
+        batch?.resolve();
+        const last = records.at(-1)!;
+        if (this.signer && last.seq - this.lastCheckpointSeq >= this.everyRecords) this.checkpointLater();
+      },
+      (err: Error) => {
+        // Nothing of the batch is stored, nor of any later write: continue the chain from what is.
+        if (generation === this.generation) {
+          this.logger.error({ err, records: records.length }, 'audit records could not be stored');
+          if (!this.closed) this.restartChain();
+        }
+        batch?.reject(err);
+      },
+    );
   }
 
   /** Appends; never throws into the caller (a failure is logged as an error with the record). */
@@ -176,18 +214,23 @@ export class AuditLog {
     this.lastCheckpointSeq = (await this.store.listAuditCheckpoints()).at(-1)?.seq ?? 0;
     this.checkpointQuietly();
     clearInterval(this.timer);
-    this.timer = setInterval(() => this.checkpointQuietly(), everyMs);
+    this.timer = setInterval(() => this.checkpointLater(), everyMs);
     this.timer.unref();
   }
 
   /** Signs and stores a checkpoint of the current head; undefined when nothing was appended since the last one. */
   checkpoint(): AuditCheckpointRecord | undefined {
     this.flushPending();
+    const checkpoint = this.signHead();
+    if (checkpoint) this.writer.writeSync(this.writeOf([], checkpoint));
+    return checkpoint;
+  }
+
+  private signHead(): AuditCheckpointRecord | undefined {
     if (!this.signer) throw new Error('audit checkpoints are not enabled (enableCheckpoints)');
     const head = this.head;
     if (!head || head.seq <= this.lastCheckpointSeq) return undefined;
     const checkpoint = signCheckpoint(this.signer, { seq: head.seq, hash: head.hash, time: this.now().toISOString() });
-    this.store.insertAuditCheckpoint(checkpoint);
     this.lastCheckpointSeq = head.seq;
     // At info level: a copy outside the database, to compare with if the database itself is rolled back.
     this.logger.info({ auditCheckpoint: checkpoint }, 'audit checkpoint');
@@ -202,37 +245,53 @@ export class AuditLog {
     }
   }
 
-  /** Commits what commit() has chained so far. */
+  /** A checkpoint written after the records before it, without waiting (the request path, the timer). */
+  private checkpointLater(): void {
+    if (this.closed) return;
+    try {
+      this.flushPending();
+      const checkpoint = this.signHead();
+      if (!checkpoint) return;
+      this.writer.write(this.writeOf([], checkpoint)).catch((err: unknown) => {
+        this.logger.error({ err }, 'audit checkpoint could not be written');
+      });
+    } catch (err) {
+      this.logger.error({ err }, 'audit checkpoint could not be written');
+    }
+  }
+
+  /** Commits what commit() has chained so far; resolves once every write made so far is settled. */
   flush(): Promise<void> {
     this.flushPending();
-    return Promise.resolve();
+    return this.writer.drain();
   }
 
   async list(filter: AuditFilter = {}): Promise<ChainedAuditRecord[]> {
-    this.flushPending();
+    await this.flush();
     return this.store.listAudit(filter);
   }
 
   /** JSON Lines of the matching records, one string per batch (see exportAudit). */
-  export(filter: ExportFilter = {}): AsyncGenerator<string> {
-    this.flushPending();
-    return exportAudit(this.store, filter);
+  async *export(filter: ExportFilter = {}): AsyncGenerator<string> {
+    await this.flush();
+    yield* exportAudit(this.store, filter);
   }
 
   /** Verifies the whole trail; checkpoint keys are authenticated with the keyring given to enableCheckpoints. */
-  verify(): Promise<VerifyResult> {
-    this.flushPending();
+  async verify(): Promise<VerifyResult> {
+    await this.flush();
     return verifyAudit(this.store, this.keyring ? { keyring: this.keyring } : {});
   }
 
-  /** Stops the checkpoint timer and writes a last checkpoint; later appends throw. */
-  close(): void {
+  /** Stops the checkpoint timer, writes a last checkpoint and stops the writer; later appends throw. */
+  async close(): Promise<void> {
     if (this.closed) return;
     this.flushPending();
     clearInterval(this.timer);
     this.timer = undefined;
     if (this.signer) this.checkpointQuietly();
     this.closed = true;
+    await this.writer.close();
   }
 
   private readHead(): { seq: number; hash: string } | undefined {

@@ -2,6 +2,7 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { SignAlgorithm, SignedLeaf } from './leaf.js';
 import { PkiError, type PkiErrorCode } from './types.js';
+import { workerTarget } from '../worker-target.js';
 
 /**
  * A small pool of worker threads doing the per-certificate CPU work of issuing from a CSR (parse,
@@ -45,21 +46,6 @@ export function defaultPoolSize(): number {
   return Math.max(1, Math.min(4, cpus || 2));
 }
 
-/**
- * How to start a worker: the compiled signer-worker.js next to this module (dist/), or, when this
- * module runs from its TypeScript sources (tests, bench under tsx), an entry that registers tsx's
- * loader in the worker first (Node 20 does not apply the parent's `--import tsx` to workers).
- */
-function workerTarget(): { entry: string | URL; eval: boolean } {
-  if (!import.meta.url.endsWith('.ts')) return { entry: new URL('./signer-worker.js', import.meta.url), eval: false };
-  const source = new URL('./signer-worker.ts', import.meta.url).href;
-  const tsx = import.meta.resolve('tsx/esm/api');
-  return {
-    entry: `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(source)}); })`,
-    eval: true,
-  };
-}
-
 export class SignerPool {
   private readonly slots: Slot[] = [];
   private nextId = 1;
@@ -68,7 +54,7 @@ export class SignerPool {
   constructor(size = defaultPoolSize()) {
     let target: { entry: string | URL; eval: boolean };
     try {
-      target = workerTarget();
+      target = workerTarget(import.meta.url, 'signer-worker');
     } catch {
       return; // no way to start a worker (sources without tsx): everything is signed in-process
     }

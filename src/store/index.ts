@@ -13,3 +13,4 @@ export async function openStore(stateDir: string): Promise<DurableStore> {
   await store.open();
   return store;
 }
+export { inlineAuditWriter, type AuditWrite, type AuditWriter } from './audit-writer.js';

@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
-import { canonicalJson, chainRecord, CHECKPOINT_KEY_PURPOSE } from '../audit/index.js';
+import { inlineAuditWriter, ThreadAuditWriter, type AuditWriter } from './audit-writer.js';
+import { auditInsertArgs, checkpointInsertArgs, CONNECTION_PRAGMAS, INSERT_AUDIT_SQL, INSERT_CHECKPOINT_SQL } from './audit-sql.js';
+import { chainRecord, CHECKPOINT_KEY_PURPOSE } from '../audit/index.js';
 import type {
   AdminTokenRecord,
   AgentCardRecord,
@@ -226,10 +228,7 @@ export class SqliteStore implements DurableStore {
   async open(): Promise<void> {
     if (this.db) return;
     const db = new Database(this.file);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = NORMAL');
-    db.pragma('foreign_keys = ON');
-    db.pragma('busy_timeout = 5000');
+    for (const pragma of CONNECTION_PRAGMAS) db.pragma(pragma);
     db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
     const applied = new Set(
       (db.prepare('SELECT version FROM schema_migrations').all() as Array<{ version: number }>).map((row) => row.version),
@@ -566,6 +565,12 @@ export class SqliteStore implements DurableStore {
       .immediate();
   }
 
+  /** A writer thread with its own connection (an in-memory database has no file to share: inline). */
+  openAuditWriter(): AuditWriter {
+    if (this.file === ':memory:' || this.file === '') return inlineAuditWriter(this);
+    return new ThreadAuditWriter(this.file);
+  }
+
   auditHead(): { seq: number; hash: string | null } | undefined {
     const row = this.sql('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
     return row && { seq: Number(row.seq), hash: row.hash === null ? null : String(row.hash) };
@@ -588,27 +593,7 @@ export class SqliteStore implements DurableStore {
   }
 
   insertAudit(record: ChainedAuditRecord, options: { fsync?: boolean } = {}): void {
-    const insert = () =>
-      this
-        .sql(
-          `INSERT INTO audit_events (seq, time, tenant, actor, action, target, decision, reason, request_id, detail, excerpt, prev_hash, hash)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
-          record.seq,
-          record.time,
-          record.tenant ?? null,
-          record.actor ?? null,
-          record.action,
-          record.target ?? null,
-          record.decision,
-          record.reason ?? null,
-          record.requestId ?? null,
-          record.detail === undefined ? null : canonicalJson(record.detail),
-          record.excerpt ?? null,
-          record.prevHash,
-          record.hash,
-        );
+    const insert = () => this.sql(INSERT_AUDIT_SQL).run(...auditInsertArgs(record));
     if (!options.fsync) return void insert();
     // synchronous is per connection and applies to the next commit: FULL fsyncs the WAL (and with it
     // every earlier commit) before this insert returns; other writes stay at NORMAL.
@@ -641,9 +626,7 @@ export class SqliteStore implements DurableStore {
   }
 
   insertAuditCheckpoint(checkpoint: AuditCheckpointRecord): void {
-    this
-      .sql('INSERT INTO audit_checkpoints (seq, hash, time, key_id, signature) VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING')
-      .run(checkpoint.seq, checkpoint.hash, checkpoint.time, checkpoint.keyId, checkpoint.signature);
+    this.sql(INSERT_CHECKPOINT_SQL).run(...checkpointInsertArgs(checkpoint));
   }
 
   async listAuditCheckpoints(upToSeq?: number): Promise<AuditCheckpointRecord[]> {

@@ -3,6 +3,8 @@
  * SQLite (WAL); PostgreSQL comes with scale-out, so the interface is async and the SQL portable.
  */
 
+import type { AuditWriter } from './audit-writer.js';
+
 export type RecordSource = 'config' | 'api';
 
 export interface TenantRecord {
@@ -267,6 +269,8 @@ export interface AuditStore {
   auditRows(afterSeq: number, limit: number): StoredAuditRow[];
   /** Inserts a checkpoint (a second one for the same seq is ignored). */
   insertAuditCheckpoint(checkpoint: AuditCheckpointRecord): void;
+  /** Where AuditLog writes (absent: inline through this store's own connection). */
+  openAuditWriter?(): AuditWriter;
   /** Checkpoints in seq order, optionally only those at or below `upToSeq`. */
   listAuditCheckpoints(upToSeq?: number): Promise<AuditCheckpointRecord[]>;
   listAuditKeys(): Promise<AuditKeyRecord[]>;
