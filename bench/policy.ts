@@ -1,7 +1,9 @@
 // The cost of one policy decision (PolicySet.decide): 1,000 random rules over 20 tenants x 50 agents
 // (inbound, outbound, '*' tenants, agent lists, methods, paths, data tags, labels, identities, some
-// denies), and a mix of intra-tenant, cross-tenant and anonymous calls; then the worst case: a tenant
-// whose 1,000 rules all apply to every agent ('*' agents) and none matches, so every rule is tried.
+// denies), and a mix of intra-tenant, cross-tenant and anonymous calls; then worst cases: a tenant
+// whose 1,000 rules all apply to every agent ('*' agents) and none matches; one whose rules only
+// have identity prefixes, mid-segment path prefixes or data tags (no index could file them before
+// issue 4); one whose rules all share the value of their most selective field.
 // Each decision is timed on its own with process.hrtime.bigint() after a warm-up (the timer's own
 // cost is printed and included); decisions/s comes from an untimed loop. Best of --rounds rounds.
 // Usage: node --import tsx bench/policy.ts [--decisions N] [--rounds R] [--seed S]
@@ -236,8 +238,9 @@ function worstCase(label: string, rules: Record<string, unknown>[]): void {
   worstCase('worst: 1,000 "*" rules, one tenant, no match', rules);
 }
 {
-  // rules with only fields no index can file (identity prefixes, paths ending inside their first
-  // segment, data tags): every decision tries all 1,000
+  // rules with only identity prefixes, paths ending inside their first segment, or data tags: until
+  // issue 4 no index could file them and every decision tried all 1,000 (the label stays, so that
+  // figures compare across versions); now they are filed in prefix trees and by data tag
   const rules = Array.from({ length: RULES }, (_, i) => {
     const rule: Record<string, unknown> = { name: `flat-${i}`, from: { tenant: '*' } };
     switch (i % 3) {
@@ -254,4 +257,33 @@ function worstCase(label: string, rules: Record<string, unknown>[]): void {
     return rule;
   });
   worstCase('worst, unindexable: 1,000 rules all tried', rules);
+}
+{
+  // every rule shares its most selective field with a quarter of the rules (all agents, an identity
+  // prefix every caller has, all target tags, a label every caller carries) and fails on a field of
+  // its own: filed by the shared value, a decision would try up to 1,000 rules
+  const rules = Array.from({ length: RULES }, (_, i) => {
+    const rule: Record<string, unknown> = { name: `crowd-${i}`, from: { tenant: '*' } };
+    switch (i % 4) {
+      case 0:
+        rule.from = { tenant: '*', agents: [`someone-${i}`] };
+        rule.to = { agents: agentNames };
+        break;
+      case 1:
+        rule.from = { tenant: '*', identities: ['spiffe://example.org/tenant/*'] };
+        rule.paths = [`/v1/${i}/*`];
+        break;
+      case 2:
+        rule.effect = 'deny';
+        rule.to = { tags: TAGS };
+        rule.dataTags = [`custom-${i}`];
+        break;
+      default:
+        rule.from = { tenant: '*', labels: ['team-a'] };
+        rule.to = { tags: [`nope-${i}`] };
+    }
+    if (i % 7 === 0) rule.effect = 'deny';
+    return rule;
+  });
+  worstCase('worst, crowded: 1,000 rules share a value', rules);
 }

@@ -18,6 +18,7 @@ import {
   type TenantPolicy,
   type TenantPolicyInput,
 } from '../src/tenancy/policy/index.js';
+import { PrefixTree } from '../src/tenancy/policy/prefix-tree.js';
 
 const TRUST_DOMAIN = 'example.org';
 
@@ -216,6 +217,111 @@ describe('intra-tenant calls', () => {
   test('an inbound rule with from.tenant "*" covers the tenant\'s own agents too', () => {
     const set = policies({ acme: { intraTenant: 'deny', rules: [{ name: 'anyone', from: { tenant: '*' }, to: { agents: ['docs'] } }] } });
     assert.equal(set.decide(caller('acme/x'), target('acme/docs'), request()).rule, 'acme/anyone');
+  });
+});
+
+describe('rule index', () => {
+  test('prefix tree: a lookup visits exactly the stored prefixes of the key, shortest first', () => {
+    const tree = new PrefixTree<string>();
+    // inserted longest first, so later ones split edges
+    for (const prefix of ['/abc/', '/ab', '/a', 'spiffe://x/', '']) assert.equal(tree.upsert(prefix, () => prefix), prefix);
+    assert.equal(tree.upsert('/ab', () => 'again'), '/ab', 'an existing prefix keeps its value');
+    assert.equal(tree.size, 5);
+    const prefixesOf = (key: string): string[] => {
+      const seen: string[] = [];
+      tree.forEachPrefixOf(key, (value, into) => into.push(value), seen);
+      return seen;
+    };
+    assert.deepEqual(prefixesOf('/abc/d'), ['', '/a', '/ab', '/abc/']);
+    assert.deepEqual(prefixesOf('/abc'), ['', '/a', '/ab'], 'the key ends inside an edge');
+    assert.deepEqual(prefixesOf('/abx/'), ['', '/a', '/ab'], 'the key leaves an edge');
+    assert.deepEqual(prefixesOf('/'), ['']);
+    assert.deepEqual(prefixesOf('spiffe://x/tenant/a'), ['', 'spiffe://x/']);
+    assert.deepEqual(prefixesOf('spiffe://y'), ['']);
+    assert.deepEqual(new PrefixTree<number>().size, 0);
+  });
+
+  test('prefix tree = filtering every stored prefix, on random prefixes and keys', () => {
+    const text = fc.string({ unit: fc.constantFrom('a', 'b', '/'), maxLength: 6 });
+    fc.assert(
+      fc.property(fc.uniqueArray(text, { maxLength: 12 }), fc.array(text, { minLength: 1, maxLength: 8 }), (prefixes, keys) => {
+        const tree = new PrefixTree<string>();
+        for (const prefix of prefixes) tree.upsert(prefix, () => prefix);
+        assert.equal(tree.size, prefixes.length);
+        for (const key of keys) {
+          const seen: string[] = [];
+          tree.forEachPrefixOf(key, (value, into) => into.push(value), seen);
+          const expected = prefixes.filter((prefix) => key.startsWith(prefix)).sort((a, b) => a.length - b.length);
+          assert.deepEqual(seen, expected, key);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test('overlapping path and identity prefixes: the first matching rule in rule order, a deny beating every allow', () => {
+    const set = policies({
+      acme: {
+        intraTenant: 'deny',
+        rules: [
+          { name: 'ab', paths: ['/ab*'] },
+          { name: 'a', paths: ['/a*', '/abc/*'] },
+          { name: 'no-abc', effect: 'deny', paths: ['/abc/x*'] },
+          { name: 'abc-exact', paths: ['/abc'] },
+          { name: 'ops', from: { identities: ['spiffe://example.org/tenant/acme/agent/ops-*'] } },
+          { name: 'acme', from: { identities: ['spiffe://example.org/tenant/acme/*'] } },
+          { name: 'no-ops-9', effect: 'deny', from: { identities: ['spiffe://example.org/tenant/acme/agent/ops-9*'] } },
+        ],
+      },
+    });
+    const from = caller('acme/q', { spiffeId: undefined });
+    const to = target('acme/y');
+    assert.equal(set.decide(from, to, request({ path: '/abc/d' })).rule, 'acme/ab');
+    assert.equal(set.decide(from, to, request({ path: '/abc' })).rule, 'acme/ab');
+    assert.equal(set.decide(from, to, request({ path: '/ax' })).rule, 'acme/a');
+    assert.equal(set.decide(from, to, request({ path: '/a' })).rule, 'acme/a');
+    assertDecision(set.decide(from, to, request({ path: '/abc/xyz' })), { allow: false, code: 'denied_by_rule', rule: 'acme/no-abc' });
+    assert.equal(set.decide(from, to, request({ path: '/b' })).allow, false);
+    const path = request({ path: '/b' });
+    assert.equal(set.decide(caller('acme/ops-1'), to, path).rule, 'acme/ops');
+    assert.equal(set.decide(caller('acme/other'), to, path).rule, 'acme/acme');
+    assertDecision(set.decide(caller('acme/ops-90'), to, path), { allow: false, code: 'denied_by_rule', rule: 'acme/no-ops-9' });
+    assert.equal(set.decide(caller('acme/ops-1', { spiffeId: 'spiffe://example.org/tenant/acmex/agent/ops-1' }), to, path).allow, false);
+  });
+
+  test('rules narrowed by data tags alone: a deny on any of its tags, an allow for requests carrying only its tags (or none)', () => {
+    const set = policies({
+      acme: {
+        intraTenant: 'deny',
+        requireClearance: false,
+        rules: [
+          { name: 'no-phi', effect: 'deny', dataTags: ['phi', 'secret'] },
+          { name: 'finance', dataTags: ['finance', 'public'] },
+          { name: 'pii', dataTags: ['pii'] },
+          { name: 'untagged', dataTags: [] },
+        ],
+      },
+    });
+    const decide = (dataTags: string[]) => set.decide(caller('acme/x'), target('acme/y'), request({ dataTags }));
+    assert.equal(decide([]).rule, 'acme/finance', 'an untagged request carries only listed tags');
+    assert.equal(decide(['public', 'finance']).rule, 'acme/finance');
+    assert.equal(decide(['pii', 'pii']).rule, 'acme/pii');
+    assert.equal(decide(['pii', 'finance']).allow, false, 'no rule lists both');
+    assert.equal(decide(['ml']).allow, false);
+    assertDecision(decide(['finance', 'secret']), { allow: false, code: 'denied_by_rule', rule: 'acme/no-phi' });
+  });
+
+  test('a field shared by many rules is not the one they are looked up by', () => {
+    // Every rule names the same target agent (and, on the right, the same identity prefix); a
+    // decision must still find the one rule for its caller, its method or its path.
+    const rules = Array.from({ length: 300 }, (_, i) => ({ name: `r${i}`, to: { agents: ['popular'] }, from: { agents: [`c${i}`] } }));
+    const prefixed = Array.from({ length: 300 }, (_, i) => ({ name: `p${i}`, from: { identities: ['spiffe://example.org/tenant/acme/*'] }, paths: [`/p${i}/*`] }));
+    const set = policies({ acme: { intraTenant: 'deny', rules: [...rules, ...prefixed, { name: 'late', effect: 'deny', from: { agents: ['c7'] }, methods: ['DELETE'] }] } });
+    assert.equal(set.decide(caller('acme/c7'), target('acme/popular'), request()).rule, 'acme/r7');
+    assert.equal(set.decide(caller('acme/c7'), target('acme/popular'), request({ method: 'DELETE' })).rule, 'acme/late');
+    assert.equal(set.decide(caller('acme/nobody'), target('acme/popular'), request()).allow, false);
+    assert.equal(set.decide(caller('acme/nobody'), target('acme/z'), request({ path: '/p42/x' })).rule, 'acme/p42');
+    assert.equal(set.decide(caller('acme/nobody', { spiffeId: undefined }), target('acme/z'), request({ path: '/p42/x' })).allow, false);
   });
 });
 
@@ -666,9 +772,24 @@ const LABELS = ['l1', 'l2'];
 const TAGS = ['t1', 't2', 'pii'];
 const SKILLS = ['s1', 's2'];
 const METHODS = ['GET', 'POST'];
-const PATHS = ['/a', '/a/b', '/c', '/ab'];
-const PATH_PATTERNS = ['/a', '/a*', '/a/*', '/c', '/*', '/ab'];
+const PATHS = ['/a', '/a/b', '/c', '/ab', '/abc', '/abc/d', '/abx', '/a/bc', '/', '/cd/e'];
+// overlapping prefixes, ending inside a segment or at a '/', next to exact paths
+const PATH_PATTERNS = ['/a', '/a*', '/a/*', '/c', '/*', '/ab', '/ab*', '/abc/*', '/abc', '/a/b*', '/c*', '/cd/*'];
 const DATA_TAGS = ['pii', 'finance', 'public'];
+/** Requests may carry a tag no rule names, and a tag twice. */
+const REQUEST_DATA_TAGS = [...DATA_TAGS, 'phi'];
+
+function identityPatterns(owner: string): string[] {
+  const base = `spiffe://${TRUST_DOMAIN}`;
+  return [
+    ...AGENTS.map((agent) => `${base}/tenant/${owner}/agent/${agent}`),
+    ...TENANTS.map((tenant) => `${base}/tenant/${tenant}/*`),
+    `${base}/*`,
+    `${base}/tenant/${owner}*`, // mid-segment: also matches tenant '<owner>x'
+    `${base}/tenant/${owner}/agent/*`,
+    `${base}/tenant/${owner}/agent/x*`,
+  ];
+}
 
 const subset = <T>(values: readonly T[]) => fc.subarray([...values], { minLength: 1 });
 /** Mostly left out, so that random rules match often enough to exercise every code. */
@@ -682,29 +803,55 @@ function ruleArb(owner: string): fc.Arbitrary<Record<string, unknown>> {
     effect: fc.oneof({ weight: 3, arbitrary: fc.constant('allow' as const) }, { weight: 1, arbitrary: fc.constant('deny' as const) }),
     methods: maybe(subset(METHODS)),
     paths: maybe(subset(PATH_PATTERNS)),
-    dataTags: maybe(fc.subarray(DATA_TAGS, { minLength: 1 })),
+    dataTags: maybe(fc.subarray(DATA_TAGS)),
     toAgents: maybe(fc.oneof(subset(AGENTS), fc.constant(['*']))),
     toTags: maybe(subset(TAGS)),
     toSkills: maybe(subset(SKILLS)),
   };
   const authenticatedFrom = {
     agents: maybe(fc.oneof(subset(AGENTS), fc.constant(['*']))),
-    identities: maybe(
-      subset([...AGENTS.map((agent) => `spiffe://${TRUST_DOMAIN}/tenant/${owner}/agent/${agent}`), ...TENANTS.map((tenant) => `spiffe://${TRUST_DOMAIN}/tenant/${tenant}/*`)]),
-    ),
+    identities: maybe(subset(identityPatterns(owner))),
     labels: maybe(subset(LABELS)),
   };
   const shape = (fromTenant: fc.Arbitrary<string | undefined>, toTenant: fc.Arbitrary<string | undefined>, anonymous: boolean) =>
     fc.record({ ...common, ...authenticatedFrom, fromTenant, toTenant }).map(({ effect, methods, paths, dataTags, toAgents, toTags, toSkills, agents, identities, labels, fromTenant: ft, toTenant: tt }) => {
       const from = anonymous ? { anonymous: true } : prune({ tenant: ft, agents, identities, labels });
       const to = prune({ tenant: tt, agents: toAgents, tags: toTags, skills: toSkills });
-      return prune({ effect, from, to, methods, paths, dataTags });
+      return prune({ effect, from, to, methods, paths, dataTags: denyNeedsTags(effect, dataTags) });
     });
+  // One narrowing field only, so the rule is filed by it: identity prefixes, path prefixes, data tags.
+  const narrow = (fromTenant: fc.Arbitrary<string | undefined>, toTenant: fc.Arbitrary<string | undefined>, anonymous: boolean) =>
+    fc
+      .record({
+        effect: common.effect,
+        fromTenant,
+        toTenant,
+        field: fc.oneof(
+          ...(anonymous ? [] : [fc.record({ identities: subset(identityPatterns(owner)) })]),
+          fc.record({ paths: subset(PATH_PATTERNS) }),
+          fc.record({ dataTags: fc.subarray(DATA_TAGS) }),
+        ),
+      })
+      .map(({ effect, fromTenant: ft, toTenant: tt, field }) => {
+        const { identities, paths, dataTags } = field as { identities?: string[]; paths?: string[]; dataTags?: string[] };
+        const from = anonymous ? { anonymous: true } : prune({ tenant: ft, identities });
+        return prune({ effect, from, to: prune({ tenant: tt }), paths, dataTags: denyNeedsTags(effect, dataTags) });
+      });
+  const inboundFrom = fc.constantFrom(undefined, '*', ...TENANTS);
+  const outboundTo = fc.constantFrom('*', ...others);
   return fc.oneof(
-    shape(fc.constantFrom(undefined, '*', ...TENANTS), maybe(fc.constant(owner)), false), // inbound
-    shape(maybe(fc.constant(owner)), fc.constantFrom('*', ...others), false), // outbound
-    shape(fc.constant(undefined), maybe(fc.constant(owner)), true), // anonymous
+    { weight: 2, arbitrary: shape(inboundFrom, maybe(fc.constant(owner)), false) }, // inbound
+    { weight: 2, arbitrary: shape(maybe(fc.constant(owner)), outboundTo, false) }, // outbound
+    { weight: 1, arbitrary: shape(fc.constant(undefined), maybe(fc.constant(owner)), true) }, // anonymous
+    { weight: 2, arbitrary: narrow(inboundFrom, maybe(fc.constant(owner)), false) },
+    { weight: 1, arbitrary: narrow(maybe(fc.constant(owner)), outboundTo, false) },
+    { weight: 1, arbitrary: narrow(fc.constant(undefined), maybe(fc.constant(owner)), true) },
   );
+}
+
+/** A deny rule with no data tags would never match (the schema refuses it): leave the field out instead. */
+function denyNeedsTags(effect: string, dataTags: string[] | undefined): string[] | undefined {
+  return effect === 'deny' && dataTags?.length === 0 ? undefined : dataTags;
 }
 
 function prune(value: Record<string, unknown>): Record<string, unknown> {
@@ -721,7 +868,7 @@ const worldArb: fc.Arbitrary<World> = fc
             intraTenant: maybe(effectArb),
             anonymous: maybe(effectArb),
             requireClearance: maybe(fc.boolean()),
-            rules: fc.array(ruleArb(tenant), { maxLength: 12 }),
+            rules: fc.array(ruleArb(tenant), { maxLength: 16 }),
           }),
           { nil: undefined, freq: 6 },
         ),
@@ -745,8 +892,24 @@ const callArb = fc.record({
     {
       weight: 6,
       arbitrary: fc
-        .record({ tenant: fc.constantFrom(...TENANTS), agent: fc.constantFrom(...AGENTS), labels: fc.subarray(LABELS), withId: fc.boolean() })
-        .map(({ tenant, agent, labels, withId }): Caller => ({ tenant, agent, labels, ...(withId ? { spiffeId: `spiffe://${TRUST_DOMAIN}/tenant/${tenant}/agent/${agent}` } : {}) })),
+        .record({
+          tenant: fc.constantFrom(...TENANTS),
+          agent: fc.constantFrom(...AGENTS),
+          labels: fc.subarray(LABELS),
+          // no identity, its own, one in a tenant whose name extends it ('ax'), one in another trust domain
+          id: fc.constantFrom(undefined, 'own', 'own', 'longer-tenant', 'other-domain'),
+        })
+        .map(({ tenant, agent, labels, id }): Caller => {
+          const spiffeId =
+            id === 'own'
+              ? `spiffe://${TRUST_DOMAIN}/tenant/${tenant}/agent/${agent}`
+              : id === 'longer-tenant'
+                ? `spiffe://${TRUST_DOMAIN}/tenant/${tenant}x/agent/${agent}`
+                : id === 'other-domain'
+                  ? `spiffe://other.org/tenant/${tenant}/agent/${agent}`
+                  : undefined;
+          return { tenant, agent, labels, ...(spiffeId === undefined ? {} : { spiffeId }) };
+        }),
     },
   ),
   to: fc.record({
@@ -756,7 +919,11 @@ const callArb = fc.record({
     skills: fc.subarray(SKILLS).chain((ids) => fc.tuple(...ids.map((id) => fc.record({ id: fc.constant(id), tags: fc.subarray(TAGS) })))),
     clearances: fc.subarray(DATA_TAGS),
   }),
-  req: fc.record({ method: fc.constantFrom(...METHODS), path: fc.constantFrom(...PATHS), dataTags: fc.subarray(DATA_TAGS) }),
+  req: fc.record({
+    method: fc.constantFrom(...METHODS),
+    path: fc.constantFrom(...PATHS),
+    dataTags: fc.oneof(fc.subarray(REQUEST_DATA_TAGS), fc.array(fc.constantFrom(...REQUEST_DATA_TAGS), { maxLength: 3 })),
+  }),
 });
 
 describe('property: compiled engine = linear-scan reference', () => {
@@ -776,7 +943,7 @@ describe('property: compiled engine = linear-scan reference', () => {
           }
         }
       }),
-      { numRuns: 1000 },
+      { numRuns: 3000 },
     );
   });
 });

@@ -10,6 +10,7 @@ import {
   type PolicyRule,
   type TenantPolicy,
 } from './schema.js';
+import { PrefixTree } from './prefix-tree.js';
 
 /** Who is calling. No tenant: an anonymous caller (a listener with allowAnonymous). */
 export interface Caller {
@@ -155,7 +156,13 @@ function setOrNull(values: readonly string[] | undefined): ReadonlySet<string> |
   return new Set(values);
 }
 
-function splitPatterns(values: readonly string[] | undefined): { exact: ReadonlySet<string>; prefixes: readonly string[] } | null {
+/** Exact values, and prefixes (patterns ending in '*', without it). */
+interface Patterns {
+  readonly exact: ReadonlySet<string>;
+  readonly prefixes: readonly string[];
+}
+
+function splitPatterns(values: readonly string[] | undefined): Patterns | null {
   if (values === undefined) return null;
   const exact = new Set<string>();
   const prefixes: string[] = [];
@@ -177,14 +184,14 @@ class CompiledRule {
   readonly anonymous: boolean;
   readonly fromTenant: string;
   readonly fromAgents: ReadonlySet<string> | null;
-  readonly identities: { exact: ReadonlySet<string>; prefixes: readonly string[] } | null;
+  readonly identities: Patterns | null;
   readonly labels: readonly string[] | null;
   readonly toTenant: string;
   readonly toAgents: ReadonlySet<string> | null;
   readonly toTags: readonly string[] | null;
   readonly toSkills: readonly string[] | null;
   readonly methods: ReadonlySet<string> | null;
-  readonly paths: { exact: ReadonlySet<string>; prefixes: readonly string[] } | null;
+  readonly paths: Patterns | null;
   readonly dataTags: ReadonlySet<string> | null;
   /** Returned as is when this rule decides alone (a deny, or an intra-tenant / anonymous allow). */
   readonly decision: Decision;
@@ -239,7 +246,7 @@ class CompiledRule {
   }
 }
 
-function matchesPattern(patterns: { exact: ReadonlySet<string>; prefixes: readonly string[] }, value: string): boolean {
+function matchesPattern(patterns: Patterns, value: string): boolean {
   if (patterns.exact.size !== 0 && patterns.exact.has(value)) return true;
   const prefixes = patterns.prefixes;
   for (let i = 0; i < prefixes.length; i++) if (startsWithFromEnd(value, prefixes[i]!)) return true;
@@ -339,82 +346,217 @@ class Probe {
   method = '';
   path = '';
   dataTags: readonly string[] = NO_TAGS;
-  /** firstSegment(path), computed when a bucket needs it. */
-  segment: string | undefined = undefined;
   deny: CompiledRule | undefined = undefined;
   allow: CompiledRule | undefined = undefined;
 }
 const probe = new Probe();
 
-// Rule filing: each rule goes in the lists of its most selective field that can be looked up by
-// equality (in this order), so a decision tries only the rules filed under its own values, plus
-// the rules with none of these fields. A rule is in one dimension only, so at most once per
-// decision unless two of the target's tags or skills both name it (harmless).
+// Rule filing: each rule goes in the lists of one of its fields that can be looked up — the most
+// selective one, unless many rules share its value (see filing()) — so a decision tries only the
+// rules filed under its own values, plus the rules with none of these fields (which match every
+// call of their bucket). A rule is in one dimension only, so it is tried once per decision unless
+// several of its values match the call (harmless: scan() keeps the first match in rule order,
+// whatever order the lists are visited in).
 const BY_TARGET_AGENT = 0;
 const BY_SOURCE_AGENT = 1;
-const BY_IDENTITY = 2; // exact identities only
-const BY_PATH = 3; // exact paths only
-const BY_SKILL = 4;
-const BY_LABEL = 5; // the rule's rarest label: the caller must carry all of them
-const BY_TAG = 6;
-const BY_SEGMENT = 7; // the first path segment, when every path pattern has a complete one
-const BY_METHOD = 8;
-const DIMENSIONS = 9;
+const BY_SKILL = 2;
+const BY_LABEL = 3; // the rule's rarest label: the caller must carry all of them
+const BY_TAG = 4;
+const BY_METHOD = 5;
+const BY_DATA_TAG = 6; // deny rules under each of their tags; allow rules under each and UNTAGGED
+const KEYED_DIMENSIONS = 7;
+const BY_IDENTITY = 7; // exact identities in a map, prefixes in a prefix tree
+const BY_PATH = 8; // the same for paths
+/** The data-tag key of allow rules for untagged requests (never a data tag: those are not empty). */
+const UNTAGGED = '';
 
-/** The first segment of a path ('/v1/x' -> 'v1', '/' -> ''). */
-function firstSegment(path: string): string {
-  const end = path.indexOf('/', 1);
-  return end === -1 ? path.slice(1) : path.slice(1, end);
+/**
+ * The values a rule is filed under in a keyed dimension, or null when it leaves the field out. A
+ * deny rule fires on a request carrying any of its data tags; an allow rule admits a request
+ * carrying only its tags, so it is found under the request's first tag, or under UNTAGGED.
+ */
+function keysOf(rule: CompiledRule, dimension: number): Iterable<string> | null {
+  switch (dimension) {
+    case BY_TARGET_AGENT:
+      return rule.toAgents;
+    case BY_SOURCE_AGENT:
+      return rule.fromAgents;
+    case BY_SKILL:
+      return rule.toSkills;
+    case BY_LABEL:
+      return rule.labels;
+    case BY_TAG:
+      return rule.toTags;
+    case BY_METHOD:
+      return rule.methods;
+    case BY_DATA_TAG:
+      return rule.dataTags === null ? null : rule.deny ? rule.dataTags : [UNTAGGED, ...rule.dataTags];
+  }
+  return null;
 }
 
-/** The first segments of path patterns, or undefined when one of them ends inside its first segment ('/a2a*'). */
-function patternSegments(paths: { exact: ReadonlySet<string>; prefixes: readonly string[] }): Set<string> | undefined {
-  const segments = new Set<string>();
-  for (const exact of paths.exact) segments.add(firstSegment(exact));
-  for (const prefix of paths.prefixes) {
-    if (prefix.indexOf('/', 1) === -1) return undefined;
-    segments.add(firstSegment(prefix));
-  }
-  return segments;
+/** The dimensions a rule can be filed in, most selective and cheapest to look up first: names and exact values, then tags, prefixes, methods, data tags. */
+function filingOrder(rule: CompiledRule): number[] {
+  const exactIdentities = rule.identities !== null && rule.identities.prefixes.length === 0;
+  const exactPaths = rule.paths !== null && rule.paths.prefixes.length === 0;
+  const order = [BY_TARGET_AGENT, BY_SOURCE_AGENT];
+  if (exactIdentities) order.push(BY_IDENTITY);
+  if (exactPaths) order.push(BY_PATH);
+  order.push(BY_SKILL, BY_LABEL, BY_TAG);
+  if (rule.identities !== null && !exactIdentities) order.push(BY_IDENTITY);
+  if (rule.paths !== null && !exactPaths) order.push(BY_PATH);
+  order.push(BY_METHOD, BY_DATA_TAG);
+  return order;
 }
 
-function filing(rule: CompiledRule, labelCounts: ReadonlyMap<string, number>): [number, Iterable<string>] | undefined {
-  if (rule.toAgents !== null) return [BY_TARGET_AGENT, rule.toAgents];
-  if (rule.fromAgents !== null) return [BY_SOURCE_AGENT, rule.fromAgents];
-  if (rule.identities !== null && rule.identities.prefixes.length === 0) return [BY_IDENTITY, rule.identities.exact];
-  if (rule.paths !== null && rule.paths.prefixes.length === 0) return [BY_PATH, rule.paths.exact];
-  if (rule.toSkills !== null) return [BY_SKILL, rule.toSkills];
-  if (rule.labels !== null) {
-    let rarest = rule.labels[0]!;
-    for (const label of rule.labels) if (labelCounts.get(label)! < labelCounts.get(rarest)!) rarest = label;
-    return [BY_LABEL, [rarest]];
+/** How many rules of a bucket name each prefix or exact value of one pattern field. */
+class PatternCensus {
+  private readonly exact = new Map<string, number>();
+  private readonly prefixes = new PrefixTree<{ rules: number }>();
+
+  add(patterns: Patterns): void {
+    for (const value of patterns.exact) this.exact.set(value, (this.exact.get(value) ?? 0) + 1);
+    for (const prefix of patterns.prefixes) this.prefixes.upsert(prefix, () => ({ rules: 0 })).rules++;
   }
-  if (rule.toTags !== null) return [BY_TAG, rule.toTags];
-  const segments = rule.paths === null ? undefined : patternSegments(rule.paths);
-  if (segments !== undefined) return [BY_SEGMENT, segments];
-  if (rule.methods !== null) return [BY_METHOD, rule.methods];
-  return undefined;
+
+  /** The most rules a call matching one of these patterns would have the index try. */
+  cost(patterns: Patterns): number {
+    let most = 0;
+    for (const value of patterns.exact) most = Math.max(most, (this.exact.get(value) ?? 0) + this.along(value));
+    for (const prefix of patterns.prefixes) most = Math.max(most, this.along(prefix));
+    return most;
+  }
+
+  /** Rules under the stored prefixes of `value` (all of which a call with that value tries). */
+  private along(value: string): number {
+    const sum = { rules: 0 };
+    this.prefixes.forEachPrefixOf(value, (count, total) => (total.rules += count.rules), sum);
+    return sum.rules;
+  }
+}
+
+/** How many rules of a bucket name each value of each field: the length of the list a rule would join. */
+class Census {
+  private readonly keyed: Map<string, number>[] = Array.from({ length: KEYED_DIMENSIONS }, () => new Map());
+  private readonly identities = new PatternCensus();
+  private readonly paths = new PatternCensus();
+
+  constructor(rules: readonly CompiledRule[]) {
+    for (const rule of rules) {
+      for (let dimension = 0; dimension < KEYED_DIMENSIONS; dimension++) {
+        const counts = this.keyed[dimension]!;
+        for (const key of keysOf(rule, dimension) ?? NO_TAGS) counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
+      if (rule.identities !== null) this.identities.add(rule.identities);
+      if (rule.paths !== null) this.paths.add(rule.paths);
+    }
+  }
+
+  /** The rule's label fewest rules name: a caller reaching the rule carries it. */
+  rarestLabel(labels: readonly string[]): string {
+    const counts = this.keyed[BY_LABEL]!;
+    let rarest = labels[0]!;
+    for (const label of labels) if (counts.get(label)! < counts.get(rarest)!) rarest = label;
+    return rarest;
+  }
+
+  /** The longest list a call could try if the rule were filed in this dimension; Infinity when it leaves the field out. */
+  cost(rule: CompiledRule, dimension: number): number {
+    if (dimension === BY_IDENTITY) return rule.identities === null ? Infinity : this.identities.cost(rule.identities);
+    if (dimension === BY_PATH) return rule.paths === null ? Infinity : this.paths.cost(rule.paths);
+    const counts = this.keyed[dimension]!;
+    if (dimension === BY_LABEL) return rule.labels === null ? Infinity : counts.get(this.rarestLabel(rule.labels))!;
+    const keys = keysOf(rule, dimension);
+    if (keys === null) return Infinity;
+    let most = 0;
+    for (const key of keys) most = Math.max(most, counts.get(key)!);
+    return most;
+  }
+}
+
+/**
+ * A list this short costs less to try than a lookup in one more dimension (a prefix tree walk, a
+ * loop over the target's tags): a rule goes in the first field of filingOrder whose lists stay
+ * this short, and only when all are longer in the field with the shortest lists.
+ */
+const SHORT_LIST = 8;
+
+/** The dimension to file the rule in, or undefined when it sets no field that can be looked up. */
+function filing(rule: CompiledRule, census: Census): number | undefined {
+  let best: number | undefined;
+  let bestCost = Infinity;
+  for (const dimension of filingOrder(rule)) {
+    const cost = census.cost(rule, dimension);
+    if (cost <= SHORT_LIST) return dimension;
+    if (cost < bestCost) {
+      best = dimension;
+      bestCost = cost;
+    }
+  }
+  return best;
+}
+
+/** Exact patterns in a map, prefix patterns (a trailing '*') in a prefix tree. */
+class PatternIndex {
+  private readonly exact = new Map<string, RuleLists>();
+  private readonly prefixes = new PrefixTree<RuleLists>();
+
+  get empty(): boolean {
+    return this.exact.size === 0 && this.prefixes.size === 0;
+  }
+
+  add(patterns: Patterns, rule: CompiledRule): void {
+    for (const value of patterns.exact) push(listsOf(this.exact, value), rule);
+    // A prefix that extends another of the rule's prefixes adds nothing ('/a*' covers '/ab*'):
+    // in sorted order, such a prefix comes right after the shorter one or its other extensions.
+    let kept: string | undefined;
+    for (const prefix of [...patterns.prefixes].sort()) {
+      if (kept !== undefined && prefix.startsWith(kept)) continue;
+      kept = prefix;
+      push(this.prefixes.upsert(prefix, newLists), rule);
+    }
+  }
+
+  /** Visits the rules with a pattern matching `value`: its exact list and the lists of its stored prefixes. */
+  collect(value: string, p: Probe): void {
+    if (this.exact.size !== 0) visit(this.exact.get(value), p);
+    if (this.prefixes.size !== 0) this.prefixes.forEachPrefixOf(value, visit, p);
+  }
+}
+
+function newLists(): RuleLists {
+  return { deny: [], allow: [] };
+}
+
+function listsOf(map: Map<string, RuleLists>, key: string): RuleLists {
+  let lists = map.get(key);
+  if (lists === undefined) {
+    lists = newLists();
+    map.set(key, lists);
+  }
+  return lists;
 }
 
 /** The rules of one counterpart tenant key, filed by field value; every list keeps rule order. */
 class RuleBucket {
-  private readonly filed: Map<string, RuleLists>[] = Array.from({ length: DIMENSIONS }, () => new Map());
-  private readonly rest: RuleLists = { deny: [], allow: [] };
+  private readonly filed: Map<string, RuleLists>[] = Array.from({ length: KEYED_DIMENSIONS }, () => new Map());
+  private readonly identities = new PatternIndex();
+  private readonly paths = new PatternIndex();
+  private readonly rest: RuleLists = newLists();
 
-  add(rule: CompiledRule, labelCounts: ReadonlyMap<string, number>): void {
-    const filed = filing(rule, labelCounts);
-    if (filed === undefined) {
-      push(this.rest, rule);
-      return;
-    }
-    const map = this.filed[filed[0]]!;
-    for (const key of filed[1]) {
-      let lists = map.get(key);
-      if (lists === undefined) {
-        lists = { deny: [], allow: [] };
-        map.set(key, lists);
+  /** `rules` in rule order. */
+  constructor(rules: readonly CompiledRule[]) {
+    const census = new Census(rules);
+    for (const rule of rules) {
+      const dimension = filing(rule, census);
+      if (dimension === undefined) push(this.rest, rule);
+      else if (dimension === BY_IDENTITY) this.identities.add(rule.identities!, rule);
+      else if (dimension === BY_PATH) this.paths.add(rule.paths!, rule);
+      else {
+        const map = this.filed[dimension]!;
+        const keys = dimension === BY_LABEL ? [census.rarestLabel(rule.labels!)] : keysOf(rule, dimension)!;
+        for (const key of keys) push(listsOf(map, key), rule);
       }
-      push(lists, rule);
     }
   }
 
@@ -425,10 +567,8 @@ class RuleBucket {
     if (byTarget.size !== 0) visit(byTarget.get(p.target.agent), p);
     const bySource = filed[BY_SOURCE_AGENT]!;
     if (bySource.size !== 0 && p.caller.agent !== undefined) visit(bySource.get(p.caller.agent), p);
-    const byIdentity = filed[BY_IDENTITY]!;
-    if (byIdentity.size !== 0 && p.caller.spiffeId !== undefined) visit(byIdentity.get(p.caller.spiffeId), p);
-    const byPath = filed[BY_PATH]!;
-    if (byPath.size !== 0) visit(byPath.get(p.path), p);
+    if (!this.identities.empty && p.caller.spiffeId !== undefined) this.identities.collect(p.caller.spiffeId, p);
+    if (!this.paths.empty) this.paths.collect(p.path, p);
     const bySkill = filed[BY_SKILL]!;
     if (bySkill.size !== 0) {
       const skills = targetSets(p.target).skillList;
@@ -444,13 +584,20 @@ class RuleBucket {
       const tags = targetSets(p.target).tagList;
       for (let i = 0; i < tags.length; i++) visit(byTag.get(tags[i]!), p);
     }
-    const bySegment = filed[BY_SEGMENT]!;
-    if (bySegment.size !== 0) {
-      p.segment ??= firstSegment(p.path);
-      visit(bySegment.get(p.segment), p);
-    }
     const byMethod = filed[BY_METHOD]!;
     if (byMethod.size !== 0) visit(byMethod.get(p.method), p);
+    const byDataTag = filed[BY_DATA_TAG]!;
+    if (byDataTag.size !== 0) {
+      const tags = p.dataTags;
+      for (let i = 0; i < tags.length; i++) {
+        const lists = byDataTag.get(tags[i]!);
+        if (lists !== undefined) p.deny = scan(lists.deny, p.deny, p);
+      }
+      if (p.deny === undefined) {
+        const lists = byDataTag.get(tags.length === 0 ? UNTAGGED : tags[0]!);
+        if (lists !== undefined) p.allow = scan(lists.allow, p.allow, p);
+      }
+    }
     visit(this.rest, p);
   }
 }
@@ -480,13 +627,19 @@ function scan(list: readonly CompiledRule[], best: CompiledRule | undefined, p: 
 class RuleIndex {
   private readonly byTenant = new Map<string, RuleBucket>();
 
-  add(tenantKey: string, rule: CompiledRule, labelCounts: ReadonlyMap<string, number>): void {
-    let bucket = this.byTenant.get(tenantKey);
-    if (bucket === undefined) {
-      bucket = new RuleBucket();
-      this.byTenant.set(tenantKey, bucket);
+  /** `rules` in rule order, each with the key of the other side's tenant. */
+  constructor(rules: readonly CompiledRule[], tenantKey: (rule: CompiledRule) => string) {
+    const groups = new Map<string, CompiledRule[]>();
+    for (const rule of rules) {
+      const key = tenantKey(rule);
+      let group = groups.get(key);
+      if (group === undefined) {
+        group = [];
+        groups.set(key, group);
+      }
+      group.push(rule);
     }
-    bucket.add(rule, labelCounts);
+    for (const [key, group] of groups) this.byTenant.set(key, new RuleBucket(group));
   }
 
   /**
@@ -507,9 +660,9 @@ class RuleIndex {
 export class CompiledTenantPolicy {
   readonly rules: readonly CompiledRule[];
   /** Inbound rules keyed by the caller's tenant. */
-  readonly inbound = new RuleIndex();
+  readonly inbound: RuleIndex;
   /** Outbound rules keyed by the target's tenant. */
-  readonly outbound = new RuleIndex();
+  readonly outbound: RuleIndex;
   readonly intraTenant: PolicyEffect | undefined;
   readonly anonymous: PolicyEffect | undefined;
   readonly requireClearance: boolean | undefined;
@@ -525,12 +678,14 @@ export class CompiledTenantPolicy {
     this.anonymous = policy?.anonymous;
     this.requireClearance = policy?.requireClearance;
     const rules = (policy?.rules ?? []).map((rule, order) => new CompiledRule(tenant, rule, order));
-    const labelCounts = new Map<string, number>();
-    for (const rule of rules) for (const label of rule.labels ?? []) labelCounts.set(label, (labelCounts.get(label) ?? 0) + 1);
-    for (const rule of rules) {
-      if (rule.inbound) this.inbound.add(rule.fromTenant, rule, labelCounts);
-      else this.outbound.add(rule.toTenant, rule, labelCounts);
-    }
+    this.inbound = new RuleIndex(
+      rules.filter((rule) => rule.inbound),
+      (rule) => rule.fromTenant,
+    );
+    this.outbound = new RuleIndex(
+      rules.filter((rule) => !rule.inbound),
+      (rule) => rule.toTenant,
+    );
     this.rules = rules;
     this.intraAllow = frozen({
       allow: true,
@@ -674,7 +829,6 @@ export class PolicySet {
     p.method = upperCase(request.method);
     p.path = policyPath(request.path);
     p.dataTags = request.dataTags;
-    p.segment = undefined;
     let decision: Decision;
     const callerTenant = caller.tenant;
     if (callerTenant === undefined) {
