@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EndpointHealthSample } from '../registry/types.js';
+import { loadReportCounters, outlierCounters, retryCounters } from '../routing/index.js';
 import type { DataplaneTelemetry, UpstreamErrorKind } from './telemetry.js';
 
 /** Distinct (tenant, agent) label pairs kept per GatewayMetrics; later pairs are reported as OTHER_LABEL. */
@@ -94,6 +95,7 @@ export class GatewayMetrics implements DataplaneTelemetry {
         this.set(metrics.readInflight());
       },
     });
+    this.routingCounters(registers);
     new Gauge({
       name: 'dmsc_endpoint_healthy',
       help: '1 when the endpoint is considered healthy (active and passive checks), else 0.',
@@ -106,6 +108,37 @@ export class GatewayMetrics implements DataplaneTelemetry {
           this.labels(sample.tenant, sample.agent, sample.endpoint).set(sample.healthy ? 1 : 0);
         }
       },
+    });
+  }
+
+  /** Counters the routing part keeps per process (outlier ejection, retries, agents' load reports). */
+  private routingCounters(registers: Registry[]): void {
+    const counter = (name: string, help: string, labelNames: string[], read: () => Array<[string[], number]>) =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          for (const [labels, value] of read()) if (value > 0) this.labels(...labels).inc(value);
+        },
+      });
+    counter('dmsc_outlier_ejections_total', 'Endpoint ejections by outlier detection; refused_last / refused_cap: not ejected (last endpoint in service, or maxEjectionPercent reached).', ['result'], () => {
+      const c = outlierCounters();
+      return [[['ejected'], c.ejections], [['refused_last'], c.ejectionsRefusedLast], [['refused_cap'], c.ejectionsRefusedCap]];
+    });
+    counter('dmsc_outlier_probes_total', 'Half-open probe requests to ejected endpoints, by result.', ['result'], () => {
+      const c = outlierCounters();
+      return [[['success'], c.probeSuccesses], [['failure'], c.probeFailures]];
+    });
+    counter('dmsc_retries_total', 'Requests retried on another endpoint or agent, by reason.', ['reason'], () =>
+      Object.entries(retryCounters().retries).map(([reason, value]) => [[reason], value]),
+    );
+    counter('dmsc_retry_budget_exhausted_total', 'Retries not made because the retry budget was spent.', [], () => [[[], retryCounters().budgetExhausted]]);
+    counter('dmsc_load_reports_total', 'x-dmsc-load headers read from agents, by result (rejected: malformed, ignored).', ['result'], () => {
+      const c = loadReportCounters();
+      return [[['accepted'], c.accepted], [['rejected'], c.rejected]];
     });
   }
 

@@ -7,6 +7,10 @@ import type { DataplaneTelemetry, UpstreamErrorKind } from '../admin/telemetry.j
 import type { LimitsConfig, TimeoutsConfig } from '../config/schema.js';
 import type { PeerCertificate } from 'node:tls';
 import type { AgentRuntime, EndpointState, RegistryView } from '../registry/types.js';
+import type { EndpointBalancer } from '../routing/balancer.js';
+import type { RetriesConfig } from '../routing/balancing-config.js';
+import { LOAD_HEADER } from '../routing/load.js';
+import { RetryBudgets, type RetryReason } from '../routing/retry-budget.js';
 import type { RequestContext } from './context.js';
 import { GatewayError, errors } from './errors.js';
 import { downstreamFromHttp2, downstreamResponseHeaders, upstreamRequestHeaders } from './headers.js';
@@ -18,8 +22,10 @@ export interface ForwarderOptions {
   logger: Logger;
   limits: () => LimitsConfig;
   timeouts: () => TimeoutsConfig;
-  /** Picks the next endpoint of ctx.agent, skipping ctx.tried; undefined when none is healthy. */
-  pickEndpoint: (ctx: RequestContext) => EndpointState | undefined;
+  /** Picks endpoints for retries (skipping ctx.tried) and learns from every attempt's outcome. */
+  balancer: EndpointBalancer;
+  /** Retry settings (`balancing.retries`), read per request so a reload applies at once. */
+  retries: () => RetriesConfig;
   /** True while the gateway drains for shutdown (HTTP/1.1 responses then close their connection). */
   isDraining: () => boolean;
   /**
@@ -40,7 +46,6 @@ export interface UpstreamTls {
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
-const MAX_ATTEMPTS = 3;
 
 /** Errors that mean the request never reached the agent's application. */
 const NOT_DELIVERED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND', 'UND_ERR_CONNECT_TIMEOUT']);
@@ -48,7 +53,7 @@ const NOT_DELIVERED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'E
 const CONNECTION_LOST = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 
 class UpstreamTimeout extends Error {
-  constructor(readonly what: string) {
+  constructor(readonly what: 'total' | 'per try' | 'first byte' | 'idle') {
     super(`upstream ${what} timeout`);
   }
 }
@@ -78,38 +83,48 @@ export class Forwarder {
   private readonly deadlines = new DeadlineSweeper((ctx) => ctx.abortUpstream?.(new UpstreamTimeout('total')));
   private readonly sessions = new Map<string, { origin: string; session: ClientHttp2Session }>();
   private readonly opts: ForwarderOptions;
+  private readonly budgets: RetryBudgets;
 
   constructor(opts: ForwarderOptions) {
     this.opts = opts;
+    this.budgets = new RetryBudgets(opts.retries);
   }
 
+  /** Sends the request to ctx.endpoint (chosen by the balance stage); retries and fails over from there. */
   forward(ctx: RequestContext): void {
-    const endpoint = ctx.endpoint!;
     const timeouts = this.opts.timeouts();
     if (ctx.deadlineAt === 0) this.deadlines.add(ctx, timeouts.totalMs);
+    this.budgets.request(ctx.agent!.key);
+    this.attempt(ctx, timeouts);
+  }
+
+  private attempt(ctx: RequestContext, timeouts: TimeoutsConfig): void {
+    const endpoint = ctx.endpoint!;
+    const agent = ctx.agent!;
     endpoint.inflight++;
     if (endpoint.tls && this.opts.upstreamTls) {
-      const material = this.opts.upstreamTls(ctx.agent!);
+      const material = this.opts.upstreamTls(agent);
       if (material instanceof Promise) {
         material.then(
-          (tls) => this.dispatch(ctx, endpoint, timeouts, tls),
-          (err: unknown) => this.failed(ctx, endpoint, err),
+          (tls) => this.dispatch(ctx, agent, endpoint, timeouts, tls),
+          (err: unknown) => this.failed(ctx, agent, endpoint, performance.now(), err),
         );
         return;
       }
-      this.dispatch(ctx, endpoint, timeouts, material);
+      this.dispatch(ctx, agent, endpoint, timeouts, material);
       return;
     }
-    this.dispatch(ctx, endpoint, timeouts, undefined);
+    this.dispatch(ctx, agent, endpoint, timeouts, undefined);
   }
 
-  private dispatch(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
+  private dispatch(ctx: RequestContext, agent: AgentRuntime, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
     if (ctx.finished) {
       endpoint.inflight--;
+      this.opts.balancer.abandoned(endpoint);
       return;
     }
-    if (ctx.grpc) this.forwardHttp2(ctx, endpoint, timeouts, tls);
-    else this.forwardHttp1(ctx, endpoint, timeouts, tls);
+    if (ctx.grpc) this.forwardHttp2(ctx, agent, endpoint, timeouts, tls);
+    else this.forwardHttp1(ctx, agent, endpoint, timeouts, tls);
   }
 
   /** The request has finished (the pipeline's finish hook): forget its deadline. */
@@ -138,8 +153,8 @@ export class Forwarder {
     return req.pipe(byteLimit(this.opts.limits().maxBodyBytes));
   }
 
-  private forwardHttp1(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
-    const pool = this.poolFor(ctx.agent!, endpoint, timeouts, tls);
+  private forwardHttp1(ctx: RequestContext, agent: AgentRuntime, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
+    const pool = this.poolFor(agent, endpoint, timeouts, tls);
     const options: Dispatcher.DispatchOptions = {
       origin: endpoint.origin,
       path: endpoint.basePath + ctx.target!.rest,
@@ -149,15 +164,16 @@ export class Forwarder {
       headersTimeout: timeouts.firstByteMs,
       bodyTimeout: timeouts.idleMs,
     };
-    pool.dispatch(options, new Http1Relay(ctx, endpoint, this));
+    pool.dispatch(options, new Http1Relay(ctx, agent, endpoint, this, perTryMs(timeouts)));
   }
 
-  private forwardHttp2(ctx: RequestContext, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
+  private forwardHttp2(ctx: RequestContext, agent: AgentRuntime, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
+    const startedAt = performance.now();
     let session: ClientHttp2Session;
     try {
-      session = this.sessionFor(ctx.agent!, endpoint, timeouts, tls);
+      session = this.sessionFor(agent, endpoint, timeouts, tls);
     } catch (err) {
-      this.failed(ctx, endpoint, err);
+      this.failed(ctx, agent, endpoint, startedAt, err);
       return;
     }
     const flat = upstreamRequestHeaders(ctx, true);
@@ -181,23 +197,28 @@ export class Forwarder {
         endpoint.inflight--;
         ctx.res.destroy(err as Error);
       } else {
-        this.failed(ctx, endpoint, err);
+        this.failed(ctx, agent, endpoint, startedAt, err);
       }
     };
     ctx.abortUpstream = (reason) => {
       stream.close(http2.constants.NGHTTP2_CANCEL);
       settle(reason);
     };
-    stream.setTimeout(timeouts.firstByteMs, () => {
-      if (!responded) ctx.abortUpstream!(new UpstreamTimeout('first byte'));
+    const perTry = perTryMs(timeouts);
+    stream.setTimeout(perTry || timeouts.firstByteMs, () => {
+      if (!responded) ctx.abortUpstream!(new UpstreamTimeout(perTry ? 'per try' : 'first byte'));
     });
     stream.on('response', (upstreamHeaders: IncomingHttpHeaders) => {
       responded = true;
       stream.setTimeout(timeouts.idleMs, () => ctx.abortUpstream!(new UpstreamTimeout('idle')));
       this.opts.registry.reportSuccess(endpoint);
       const status = Number(upstreamHeaders[':status']);
+      const load = upstreamHeaders[LOAD_HEADER];
+      this.opts.balancer.answered(agent, endpoint, status, performance.now() - startedAt, typeof load === 'string' ? load : undefined);
       ctx.status = status;
-      ctx.res.writeHead(status, downstreamFromHttp2(ctx, upstreamHeaders) as unknown as Record<string, string>);
+      const headers = downstreamFromHttp2(ctx, upstreamHeaders);
+      if (load !== undefined) withoutHeader(headers, LOAD_HEADER);
+      ctx.res.writeHead(status, headers as unknown as Record<string, string>);
     });
     stream.on('trailers', (trailers: IncomingHttpHeaders) => {
       const clean: Record<string, string | string[]> = {};
@@ -223,26 +244,32 @@ export class Forwarder {
   }
 
   /** Called once per failed attempt that produced no response: retry elsewhere when safe, else answer. */
-  failed(ctx: RequestContext, endpoint: EndpointState, err: unknown): void {
+  failed(ctx: RequestContext, agent: AgentRuntime, endpoint: EndpointState, startedAt: number, err: unknown): void {
     endpoint.inflight--;
-    if (ctx.finished) return;
-    const agentKey = ctx.agent!.key;
+    const balancer = this.opts.balancer;
+    if (ctx.finished) {
+      balancer.abandoned(endpoint); // the caller went away: says nothing about the endpoint
+      return;
+    }
     if (err instanceof GatewayError) {
+      balancer.abandoned(endpoint);
       sendError(ctx, err);
       return;
     }
     const kind = classify(err);
-    this.opts.telemetry.upstreamError(ctx.agent!.tenant, ctx.agent!.name, kind);
+    this.opts.telemetry.upstreamError(agent.tenant, agent.name, kind);
     if (kind === 'connect' || kind === 'reset' || kind === 'timeout') {
       this.opts.registry.reportFailure(endpoint, `${kind}: ${errorCode(err) || (err as Error).message}`);
     }
-    if (!ctx.res.headersSent && this.canRetry(ctx, kind, err)) {
-      (ctx.tried ??= []).push(endpoint);
-      const next = this.opts.pickEndpoint(ctx);
+    if (kind === 'timeout') balancer.failed(agent, endpoint, performance.now() - startedAt, true);
+    else if (kind === 'other') balancer.abandoned(endpoint);
+    else balancer.failed(agent, endpoint, -1, false);
+    if (!ctx.res.headersSent && !(err instanceof UpstreamTimeout && err.what === 'total') && kind !== 'protocol' && kind !== 'other') {
+      const next = this.nextEndpoint(ctx, agent, endpoint, kind);
       if (next) {
         this.opts.logger.debug({ requestId: ctx.id, from: endpoint.url, to: next.url, reason: kind }, 'retrying on another endpoint');
         ctx.endpoint = next;
-        this.forward(ctx);
+        this.attempt(ctx, this.opts.timeouts());
         return;
       }
     }
@@ -250,21 +277,56 @@ export class Forwarder {
       ctx.res.destroy(err as Error);
       return;
     }
+    const agentKey = ctx.agent!.key;
     const detail = errorCode(err) || (err as Error).message;
     if (err instanceof UpstreamTimeout) sendError(ctx, errors.upstreamTimeout(agentKey, err.what));
     else if (kind === 'timeout') sendError(ctx, errors.upstreamTimeout(agentKey, detail));
     else sendError(ctx, errors.upstreamUnavailable(agentKey, detail));
   }
 
-  private canRetry(ctx: RequestContext, kind: UpstreamErrorKind, err: unknown): boolean {
-    if (err instanceof UpstreamTimeout) return false;
-    if ((ctx.tried?.length ?? 0) + 1 >= MAX_ATTEMPTS) return false;
+  /**
+   * The endpoint for one more attempt, or undefined when retrying is not safe or not allowed. Safe:
+   * a connect failure (the request never left: any method, A2A JSON-RPC calls included); a reset, a
+   * per-try timeout or a retryable status only for idempotent methods. Always: a body that can be
+   * sent again, attempts left, time left before the overall deadline, and room in the agent's retry
+   * budget. The next endpoint comes from the balancer (tried ones excluded); with none left, a
+   * request that never reached the agent may move to the next-best agent (ctx.failover).
+   */
+  nextEndpoint(ctx: RequestContext, agent: AgentRuntime, failed: EndpointState, reason: RetryReason): EndpointState | undefined {
+    const settings = this.opts.retries();
+    const tried = (ctx.tried ??= []);
+    if (!tried.includes(failed)) tried.push(failed);
+    if (tried.length >= settings.maxAttempts) return undefined;
+    const now = performance.now();
+    if (ctx.deadlineAt !== 0 && ctx.deadlineAt <= now) return undefined;
     // A body that was (partly) sent cannot be replayed: the stream is consumed.
     const req = ctx.req as Readable & { readableDidRead?: boolean };
-    const bodyUntouched = ctx.body ? ctx.body.complete : !req.readableDidRead;
-    if (kind === 'connect') return bodyUntouched;
-    if (kind === 'reset') return bodyUntouched && IDEMPOTENT.has(ctx.req.method ?? '');
-    return false;
+    if (ctx.body ? !ctx.body.complete : req.readableDidRead) return undefined;
+    if (reason !== 'connect' && (ctx.jsonRpc || !IDEMPOTENT.has(ctx.req.method ?? ''))) return undefined;
+    if (!this.budgets.allows(agent.key, now)) return undefined;
+    let next = this.opts.balancer.pick(ctx.agent!, tried);
+    if (!next && reason === 'connect' && ctx.failover) next = ctx.failover();
+    if (next) this.budgets.spend(agent.key, reason, now);
+    return next;
+  }
+
+  /** A retryable status (balancing.retries.retryOnStatus) from an HTTP/1.1 upstream: the endpoint to try instead, if any. */
+  retryOnStatus(ctx: RequestContext, agent: AgentRuntime, endpoint: EndpointState, status: number): EndpointState | undefined {
+    if (ctx.grpc || !this.opts.retries().retryOnStatus.includes(status)) return undefined;
+    return this.nextEndpoint(ctx, agent, endpoint, 'status');
+  }
+
+  /** The attempt's answer was dropped for a retry (retryOnStatus): send the request to `next`. */
+  retryDropped(ctx: RequestContext, endpoint: EndpointState, next: EndpointState, completed: boolean): void {
+    endpoint.inflight--;
+    if (completed) this.opts.registry.reportSuccess(endpoint);
+    this.opts.logger.debug({ requestId: ctx.id, from: endpoint.url, to: next.url, reason: 'status' }, 'retrying on another endpoint');
+    ctx.endpoint = next;
+    this.attempt(ctx, this.opts.timeouts());
+  }
+
+  answered(agent: AgentRuntime, endpoint: EndpointState, status: number, latencyMs: number, loadHeader: string | undefined): void {
+    this.opts.balancer.answered(agent, endpoint, status, latencyMs, loadHeader);
   }
 
   private connectionKey(agent: AgentRuntime, endpoint: EndpointState, tls: UpstreamTls | undefined): string {
@@ -361,37 +423,91 @@ export class Forwarder {
   }
 }
 
+/** timeouts.perTryMs when set and shorter than firstByteMs, else 0 (firstByteMs bounds each try). */
+function perTryMs(timeouts: TimeoutsConfig): number {
+  return timeouts.perTryMs !== undefined && timeouts.perTryMs < timeouts.firstByteMs ? timeouts.perTryMs : 0;
+}
+
+/** The value of `x-dmsc-load` in undici's raw response headers, if any (names compared without allocating first). */
+function loadHeaderIn(raw: Buffer[]): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === LOAD_HEADER.length && (name[0]! | 0x20) === 0x78 && (name[2]! | 0x20) === 0x64 && name.toString('latin1').toLowerCase() === LOAD_HEADER) {
+      return raw[i + 1]!.toString('latin1');
+    }
+  }
+  return undefined;
+}
+
+/** Removes a header the agent meant for the gateway from a flat [name, value, ...] list of lowercase names. */
+function withoutHeader(headers: string[], name: string): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i] === name) headers.splice(i, 2);
+}
+
 /** undici's dispatch handler that writes the upstream response straight to the caller. */
 class Http1Relay implements Dispatcher.DispatchHandler {
   private resume: (() => void) | undefined;
   private responded = false;
   private settled = false;
+  /** Set when the answer is a retryable status: its body is dropped and the request goes here next. */
+  private retryOn: EndpointState | undefined;
+  private readonly startedAt = performance.now();
+  private abort: ((err?: Error) => void) | undefined;
+  /** An abort asked for before undici handed over its abort function (queued for a connection). */
+  private pendingAbort: Error | undefined;
+  /**
+   * timeouts.perTryMs, timed here: undici's headersTimeout ticks in half-seconds, too coarse for it.
+   * Counted from dispatch, so time queued for a connection counts too.
+   */
+  private perTryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly ctx: RequestContext,
+    private readonly agent: AgentRuntime,
     private readonly endpoint: EndpointState,
     private readonly forwarder: Forwarder,
-  ) {}
+    perTryMs: number,
+  ) {
+    // Replaces the previous attempt's: the deadline and a caller going away must reach this one.
+    ctx.abortUpstream = (reason) => this.cancel(reason);
+    if (perTryMs > 0) {
+      this.perTryTimer = setTimeout(() => this.cancel(new UpstreamTimeout('per try')), perTryMs);
+      this.perTryTimer.unref();
+    }
+  }
+
+  private cancel(reason: Error): void {
+    if (this.abort) this.abort(reason);
+    else this.pendingAbort ??= reason;
+  }
 
   onConnect(abort: (err?: Error) => void): void {
-    this.ctx.abortUpstream = (reason) => {
-      abort(reason);
-    };
+    this.abort = abort;
+    if (this.pendingAbort) abort(this.pendingAbort);
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true; // 1xx: the listener answers Expect itself
     const ctx = this.ctx;
+    if (this.perTryTimer) clearTimeout(this.perTryTimer);
     this.responded = true;
     this.resume = resume;
+    const load = loadHeaderIn(rawHeaders);
+    this.forwarder.answered(this.agent, this.endpoint, statusCode, performance.now() - this.startedAt, load);
+    if (statusCode >= 500 && !ctx.finished) {
+      this.retryOn = this.forwarder.retryOnStatus(ctx, this.agent, this.endpoint, statusCode);
+      if (this.retryOn) return true;
+    }
     ctx.status = statusCode;
     const headers = downstreamResponseHeaders(ctx, rawHeaders);
+    if (load !== undefined) withoutHeader(headers, LOAD_HEADER);
     if (!ctx.http2 && this.forwarder.draining) headers.push('connection', 'close');
     ctx.res.writeHead(statusCode, headers as unknown as Record<string, string>);
     return true;
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.retryOn) return true; // the dropped answer's body
     const res = this.ctx.res as ServerResponse;
     if (res.write(chunk)) return true;
     res.once('drain', this.resume!);
@@ -401,6 +517,10 @@ class Http1Relay implements Dispatcher.DispatchHandler {
   onComplete(rawTrailers: string[] | null): void {
     if (this.settled) return;
     this.settled = true;
+    if (this.retryOn) {
+      this.forwarder.retryDropped(this.ctx, this.endpoint, this.retryOn, true);
+      return;
+    }
     this.endpoint.inflight--;
     // Success is recorded once the exchange completed, so a half-answered request never counts as healthy.
     this.forwarder.succeeded(this.endpoint);
@@ -416,12 +536,17 @@ class Http1Relay implements Dispatcher.DispatchHandler {
   onError(err: Error): void {
     if (this.settled) return;
     this.settled = true;
+    if (this.perTryTimer) clearTimeout(this.perTryTimer);
+    if (this.retryOn) {
+      this.forwarder.retryDropped(this.ctx, this.endpoint, this.retryOn, false);
+      return;
+    }
     if (this.responded) {
       this.endpoint.inflight--;
       this.ctx.res.destroy(err);
       return;
     }
-    this.forwarder.failed(this.ctx, this.endpoint, err);
+    this.forwarder.failed(this.ctx, this.agent, this.endpoint, this.startedAt, err);
   }
 }
 

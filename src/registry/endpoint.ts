@@ -1,5 +1,5 @@
 import type { HealthCheckConfig } from '../config/schema.js';
-import type { EndpointState, EndpointStatus } from './types.js';
+import type { EndpointLoad, EndpointOutlier, EndpointState, EndpointStatus } from './types.js';
 
 /**
  * One replica of an agent and its health. Active checks and passive observations (connect errors,
@@ -17,6 +17,17 @@ export class Endpoint implements EndpointState {
   consecutiveSuccesses = 0;
   lastCheckedAt: string | undefined = undefined;
   lastError: string | undefined = undefined;
+  readonly load: EndpointLoad = { latencyMs: -1, attempts: 0, failures: 0, at: 0, utilization: 0, queue: 0, reportedAt: 0 };
+  readonly outlier: EndpointOutlier = {
+    consecutiveFailures: 0,
+    windowStart: 0,
+    windowRequests: 0,
+    windowFailures: 0,
+    ejectedUntil: 0,
+    ejections: 0,
+    restoredAt: 0,
+    probeStartedAt: 0,
+  };
 
   constructor(
     url: string,
@@ -61,8 +72,25 @@ export class Endpoint implements EndpointState {
       consecutiveFailures: this.consecutiveFailures,
       ...(this.lastCheckedAt ? { lastCheckedAt: this.lastCheckedAt } : {}),
       ...(this.lastError ? { lastError: this.lastError } : {}),
+      load: {
+        ...(this.load.latencyMs >= 0 ? { latencyMs: Math.round(this.load.latencyMs * 1000) / 1000 } : {}),
+        errorRate: Math.round((this.load.failures / (this.load.attempts + 1)) * 1000) / 1000,
+        ...(this.load.reportedAt !== 0
+          ? { reported: { utilization: this.load.utilization, queue: this.load.queue, at: wallClock(this.load.reportedAt) } }
+          : {}),
+      },
+      outlier: {
+        state: this.outlier.ejectedUntil === 0 ? 'in-service' : this.outlier.ejectedUntil > performance.now() ? 'ejected' : 'half-open',
+        ejections: this.outlier.ejections,
+        ...(this.outlier.ejectedUntil !== 0 ? { ejectedUntil: wallClock(this.outlier.ejectedUntil) } : {}),
+      },
     };
   }
+}
+
+/** ISO time of a performance.now() timestamp. */
+function wallClock(monotonicMs: number): string {
+  return new Date(Date.now() + (monotonicMs - performance.now())).toISOString();
 }
 
 /** Normalised form used to compare endpoint lists: origin + base path, no trailing slash. */
