@@ -12,11 +12,13 @@ import { createIdentityEndpoints } from './identity/endpoints.js';
 import { createTokenService, JwtAuthenticator } from './identity/oauth.js';
 import { startIdentity, type IdentityRuntime, type TlsFiles } from './identity/runtime.js';
 import { Registry } from './registry/index.js';
+import { Balancer, CapabilityRouter, capabilityRouteStage, routingAdmin, TaskRoutes } from './routing/index.js';
 import { spiffeIdFor } from './identity/spiffe.js';
 import { promotePendingMasterKey, writePidFile } from './identity/master-key.js';
 import { openStore, type DurableStore } from './store/index.js';
 import {
   authorizeStage,
+  candidatePolicyCheck,
   concurrencyStage,
   maskStage,
   offboardTenant,
@@ -141,6 +143,20 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     // Tenant-scoped: a change to one tenant's spec rebuilds that tenant's policy and limits only.
     registry.onTenantChanged((tenant, record) => tenancy.applyTenant(tenant, record));
     registry.onAgentChanged((tenant) => tenancy.refreshLimits(tenant));
+    // Capability routing: the index follows the registry (agents, their cards' skills, tenants).
+    const balancer = new Balancer(() => current.balancing);
+    const router = new CapabilityRouter({ registry, config: () => current.routing, loadOf: (agent) => balancer.loadOf(agent) ?? Number.POSITIVE_INFINITY });
+    const taskRoutes = new TaskRoutes(store, () => current.routing.taskRoutes.ttlMs);
+    cleanup.push(() => taskRoutes.close());
+    registry.onAgentChanged((tenant, agent) => {
+      router.syncAgent(tenant, agent);
+      if (!registry.findAgent(tenant, agent)) taskRoutes.forget(tenant, agent);
+    });
+    registry.onTenantChanged((tenant, record) => {
+      if (record) return;
+      router.removeTenant(tenant);
+      taskRoutes.forget(tenant);
+    });
     await registry.load();
     for (const tenant of registry.listTenants()) {
       await identity.pki.ensureTenant(tenant.name);
@@ -153,6 +169,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       await store.setMeta('default_tenant_created', new Date().toISOString());
     }
     cleanup.push(() => registry.stop());
+    router.syncAll();
 
     const metrics = new GatewayMetrics();
     metrics.setEndpointHealthSource(() => registry.endpointHealth());
@@ -196,7 +213,19 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
         requireCertificate: (listener) => listener === 'tls' && current.listeners.tls.mtls.enabled,
       }),
       upstreamTls: (agent) => identity.upstreamTls(agent),
+      balancer,
       stages: {
+        beforeRoute: [
+          capabilityRouteStage({
+            router,
+            registry,
+            taskRoutes,
+            config: () => current.routing,
+            policyCheck: candidatePolicyCheck(tenancyStages),
+            pickEndpoint: (agent, tried) => balancer.pick(agent, tried),
+            logger,
+          }),
+        ],
         afterRoute: [authorizeStage(tenancyStages), rateLimitStage(tenancyStages)],
         beforeBalance: [maskStage(tenancyStages)],
         afterBalance: [concurrencyStage(tenancyStages)],
@@ -255,6 +284,14 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
         listAdminTokens: async (tenant) => (await store.listAdminTokens(tenant)).map(({ tokenHash: _hash, ...view }) => view),
         deleteAdminToken: (id) => store.deleteAdminToken(id),
       },
+      routing: routingAdmin({
+        router,
+        tenants: () => registry.listTenants().map((tenant) => tenant.name),
+        policyAs: (from, agent, path) => {
+          const decision = tenancy.explain(from, agent.key, { method: 'POST', path }).decision;
+          return decision.allow ? undefined : `policy: ${decision.code}${decision.rule ? ` (${decision.rule})` : ''}`;
+        },
+      }),
       scopedToken: async (hash) => {
         const found = await store.findAdminToken(hash);
         // A token outlives nothing: once its tenant is offboarded it stops working.
@@ -284,6 +321,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       bearer.update(next.tenants, next.identity.clockSkewMs);
       tenancy.setDefaults(next.policy.defaults);
       tenancy.setTenantDefaults(next.tenantDefaults);
+      if (router.reconfigure()) logger.info('routing synonyms changed: capability index rebuilt');
       tokenService.update(next);
       await registry.applyConfig(next.tenants);
       logger.info({ tenants: next.tenants.length }, 'configuration reloaded');

@@ -248,7 +248,7 @@ describe('admin listener on a running gateway', () => {
       createAdminToken: { tenant: 'doc', description: 'doc reader' },
     };
     let adminTokenId = '';
-    const queries: Record<string, string> = { explainPolicy: '?from=doc/doc-agent&to=doc/doc-agent' };
+    const queries: Record<string, string> = { explainPolicy: '?from=doc/doc-agent&to=doc/doc-agent', explainRoute: '?tenant=doc&q=anything&from=doc/doc-agent' };
     const operations: Array<{ method: string; path: string; operationId: string }> = [];
     for (const [path, item] of Object.entries<Record<string, any>>(doc.paths)) {
       for (const [method, op] of Object.entries(item)) operations.push({ method: method.toUpperCase(), path, operationId: op.operationId });

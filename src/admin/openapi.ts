@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { nameSchema } from '../config/schema.js';
 import type { Route } from './routes.js';
 import { TENANCY_SCHEMA_NAMES } from './routes-tenancy.js';
+import { ROUTING_SCHEMA_NAMES } from './routes-routing.js';
 import * as schemas from './schemas.js';
 
 type JsonObject = Record<string, unknown>;
@@ -27,6 +28,7 @@ const SCHEMA_NAMES = new Map<z.ZodType, string>([
   [schemas.auditList, 'AuditList'],
   [schemas.auditVerifyResult, 'AuditVerifyResult'],
   ...TENANCY_SCHEMA_NAMES,
+  ...ROUTING_SCHEMA_NAMES,
 ]);
 
 const STANDARD_FORMATS = new Set(['date-time', 'date', 'time', 'duration', 'email', 'hostname', 'ipv4', 'ipv6', 'uri', 'uri-reference', 'uuid', 'regex']);

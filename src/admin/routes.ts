@@ -9,6 +9,7 @@ import { AdminError, tenantOrThrow, type Reply } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
 import { GATEWAY_VERSION } from './version.js';
 import { offboardSummary, tenancyRoutes, type AdminTenancy } from './routes-tenancy.js';
+import { routingRoutes, type AdminRouting } from './routes-routing.js';
 import {
   agentList,
   agentView,
@@ -57,6 +58,8 @@ export interface AdminContext {
   registry: RegistryAdmin;
   /** Policy, onboarding/offboarding; absent: those routes answer 501 (and tenants are created bare). */
   tenancy?: AdminTenancy;
+  /** Capability search and route explanations; absent: those routes answer 501. */
+  routing?: AdminRouting;
   /** Absent when the gateway runs without its built-in identity (routes that need it answer 501). */
   identity?: AdminIdentity;
   metrics: GatewayMetrics;
@@ -510,4 +513,5 @@ export const adminRoutes: readonly Route[] = [
     handle: async (_input, ctx) => ({ status: 200, json: await identityOrThrow(ctx).audit.verify() }),
   }),
   ...tenancyRoutes,
+  ...routingRoutes,
 ];

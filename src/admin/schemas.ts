@@ -39,6 +39,21 @@ const endpointStatus = z.object({
   consecutiveFailures: z.number().int(),
   lastCheckedAt: timestamp.optional(),
   lastError: z.string().optional(),
+  load: z
+    .object({
+      latencyMs: z.number().optional().describe('peak-EWMA latency'),
+      errorRate: z.number().describe('decaying share of failed attempts'),
+      reported: z
+        .object({ utilization: z.number(), queue: z.number(), at: timestamp })
+        .optional()
+        .describe('what the agent last reported in x-dmsc-load'),
+    })
+    .optional()
+    .describe('what the load-aware balancer sees (docs/balancing.md)'),
+  outlier: z
+    .object({ state: z.enum(['in-service', 'ejected', 'half-open']), ejections: z.number().int(), ejectedUntil: timestamp.optional() })
+    .optional()
+    .describe('outlier detection (circuit breaking) state'),
 });
 
 const skillSummary = z.object({
@@ -47,6 +62,8 @@ const skillSummary = z.object({
   description: z.string().optional(),
   tags: z.array(z.string()),
   examples: z.array(z.string()).optional(),
+  inputModes: z.array(z.string()).optional(),
+  outputModes: z.array(z.string()).optional(),
 });
 
 export const agentView = z.object({
@@ -59,6 +76,8 @@ export const agentView = z.object({
   createdAt: timestamp,
   updatedAt: timestamp,
   endpointStatus: z.array(endpointStatus),
+  settings: z.record(z.string(), z.unknown()).optional().describe('clearances, data tags, rate limit and declared skills'),
+  skills: z.array(skillSummary).describe("every skill routing knows: the card's, then those declared in config"),
   card: z
     .object({ sourceUrl: z.string(), fetchedAt: timestamp, name: z.string().optional(), skills: z.array(skillSummary) })
     .optional()

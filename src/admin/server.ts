@@ -10,6 +10,7 @@ import type { GatewayMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import { adminRoutes, type AdminContext, type AdminIdentity, type Route, type StatusSnapshot } from './routes.js';
 import type { AdminTenancy } from './routes-tenancy.js';
+import type { AdminRouting } from './routes-routing.js';
 import { serialSchema } from './schemas.js';
 import { hashToken, tokenMatches } from './tokens.js';
 
@@ -36,6 +37,7 @@ export interface AdminServerOptions {
   identity?: AdminIdentity;
   /** Policy, onboarding and offboarding; without it those routes answer 501. */
   tenancy?: AdminTenancy;
+  routing?: AdminRouting;
   /** Tenant-scoped, read-only admin tokens by hash (see routes' `tenantReadable`). */
   scopedToken?: (tokenHash: string) => Promise<{ id: string; tenant: string } | undefined>;
   /** Appends to the audit trail: every write attempt (method, path, status, actor), before it is answered. */
@@ -115,6 +117,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     status: options.status,
     ...(options.identity ? { identity: options.identity } : {}),
     ...(options.tenancy ? { tenancy: options.tenancy } : {}),
+    ...(options.routing ? { routing: options.routing } : {}),
     startedAt: new Date(),
     openApi: buildOpenApiDocument(adminRoutes, GATEWAY_VERSION),
   };

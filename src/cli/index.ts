@@ -4,6 +4,7 @@ import { adminCommands } from './admin-commands.js';
 import { auditCommands } from './audit-commands.js';
 import { certCommands, tokenCommands } from './cert-commands.js';
 import { adminTokenCommands, tenancyCommands } from './tenancy-commands.js';
+import { routingCommands } from './routing-commands.js';
 import type { Command, OptionValues } from './command.js';
 import { configCommands } from './config-commands.js';
 import { processIO, UsageError, type CliIO } from './io.js';
@@ -12,7 +13,7 @@ import { startCommand } from './start.js';
 
 export type { CliIO } from './io.js';
 
-const COMMANDS: readonly Command[] = [startCommand, ...configCommands, ...tenantCommands, ...agentCommands, ...tokenCommands, ...certCommands, ...auditCommands, ...tenancyCommands, ...adminCommands, ...adminTokenCommands];
+const COMMANDS: readonly Command[] = [startCommand, ...configCommands, ...tenantCommands, ...agentCommands, ...tokenCommands, ...certCommands, ...auditCommands, ...tenancyCommands, ...routingCommands, ...adminCommands, ...adminTokenCommands];
 const HELP_FLAGS = new Set(['--help', '-h']);
 
 function commandLine(command: Command): string {

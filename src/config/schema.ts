@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { rateSchema, tenantLimitsSchema } from '../tenancy/limits/schema.js';
 import { maskingSchema } from '../tenancy/masking/schema.js';
 import { dataTagSchema, gatewayPolicySchema, tenantPolicyIssues, tenantPolicySchema } from '../tenancy/policy/schema.js';
+import { balancingSchema } from '../routing/balancing-config.js';
+import { routingSchema, tenantRoutingSchema } from '../routing/config.js';
 
 // Every limit has a safe default; every field can be omitted from YAML.
 
@@ -48,6 +50,19 @@ export const healthCheckOverrideSchema = z
   .partial()
   .strict();
 
+/** A skill declared in config, in the A2A Agent Card's skill shape (for agents without a card, or to add to it). */
+export const skillSchema = z
+  .object({
+    id: z.string().min(1).max(128),
+    name: z.string().min(1).max(256).optional(),
+    description: z.string().max(4096).optional(),
+    tags: z.array(z.string().min(1).max(64)).max(64).default([]),
+    examples: z.array(z.string().min(1).max(1024)).max(64).optional(),
+    inputModes: z.array(z.string().min(1).max(128)).max(32).optional(),
+    outputModes: z.array(z.string().min(1).max(128)).max(32).optional(),
+  })
+  .strict();
+
 export const agentSchema = z
   .object({
     name: nameSchema,
@@ -60,6 +75,8 @@ export const agentSchema = z
     dataTags: z.array(dataTagSchema).max(64).optional(),
     /** This agent's rate limit as a target (overrides the tenant's per-agent default). */
     limits: rateSchema.optional(),
+    /** Skills for capability routing, beside those of its Agent Card (a card skill with the same id wins). */
+    skills: z.array(skillSchema).max(256).optional(),
   })
   .strict();
 
@@ -93,6 +110,8 @@ export const tenantSchema = z
     limits: tenantLimitsSchema.optional(),
     /** PII detection and masking of request bodies. */
     masking: maskingSchema.optional(),
+    /** Intent routing for the tenant's A2A endpoint: fallback agent, confidence threshold. */
+    routing: tenantRoutingSchema.optional(),
   })
   .strict();
 
@@ -183,6 +202,8 @@ export const timeoutsSchema = z
     firstByteMs: positiveMs.default(60000),
     idleMs: positiveMs.default(120000),
     totalMs: positiveMs.default(600000),
+    /** Wait for one attempt's response headers before trying another endpoint (idempotent requests); unset: firstByteMs. */
+    perTryMs: positiveMs.optional(),
     shutdownDrainMs: positiveMs.default(15000),
   })
   .strict();
@@ -203,6 +224,8 @@ export const configSchema = z
     limits: limitsSchema.prefault({}),
     timeouts: timeoutsSchema.prefault({}),
     healthCheck: healthCheckSchema.prefault({}),
+    /** Endpoint choice, outlier ejection and retries (docs/balancing.md). */
+    balancing: balancingSchema.prefault({}),
     identity: identitySchema.prefault({}),
     cards: z
       .object({
@@ -242,6 +265,8 @@ export const configSchema = z
       .prefault({}),
     /** Gateway-wide policy defaults (each tenant may override them). */
     policy: gatewayPolicySchema.prefault({}),
+    /** Capability and intent routing (the tenants' A2A endpoints, /capabilities/...). */
+    routing: routingSchema.prefault({}),
     tenants: z.array(tenantSchema).default([]),
   })
   .strict()

@@ -49,6 +49,15 @@ export class RequestContext {
   routedByGateway = false;
   /** Whether errors should be JSON-RPC shaped (an A2A JSON-RPC call). */
   jsonRpc = false;
+  /** The JSON-RPC request id, when a stage read it (errors echo it). */
+  jsonRpcId: unknown = undefined;
+  /** Why the gateway chose ctx.agent (capability/intent routing), for the audit record and logs. */
+  routeReason: Record<string, unknown> | undefined = undefined;
+  /**
+   * Set by capability routing: moves the request to the next-best agent when every endpoint of the
+   * chosen one failed before the request reached it; returns that agent's endpoint, or undefined.
+   */
+  failover: (() => EndpointState | undefined) | undefined = undefined;
   status = 0;
   errorCode: string | undefined = undefined;
   /** Aborts the in-flight upstream exchange, if any. */

@@ -3,6 +3,10 @@ export class GatewayError extends Error {
   readonly status: number;
   readonly code: string;
   readonly headers: Record<string, string> | undefined;
+  /** More to tell the caller (e.g. the closest skills when no agent matched): `error.details` in JSON, `error.data` in JSON-RPC. */
+  details: Record<string, unknown> | undefined = undefined;
+  /** The JSON-RPC error code when the default for the status does not fit. */
+  rpcCode: number | undefined = undefined;
 
   constructor(status: number, code: string, message: string, headers?: Record<string, string>) {
     // A refusal is an answer, not a bug: no stack trace (capturing one costs ~10 µs per refusal,

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { DataplaneTelemetry } from '../admin/telemetry.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { RegistryView } from '../registry/types.js';
-import { pickRoundRobin } from '../routing/balancer.js';
+import { Balancer } from '../routing/balancer.js';
 import { Forwarder, type ForwarderOptions } from './forwarder.js';
 import { startPlainListener, startTlsListener, type ListenerHandle } from './listeners.js';
 import { Pipeline, type Stage } from './pipeline.js';
@@ -41,7 +41,9 @@ export interface DataplaneOptions {
    * Stages of other parts, at their places in the pipeline: after the target agent is known
    * (authorize, rate limits), before the endpoint is chosen (masking), after it is (concurrency).
    */
-  stages?: { afterRoute?: Stage[]; beforeBalance?: Stage[]; afterBalance?: Stage[] };
+  stages?: { beforeRoute?: Stage[]; afterRoute?: Stage[]; beforeBalance?: Stage[]; afterBalance?: Stage[] };
+  /** The endpoint balancer (shared with capability routing, which weighs agents by its load); default: a new one. */
+  balancer?: Balancer;
   /** Enrollment, trust bundles, CRLs, OAuth: answered by the gateway before authentication. */
   gatewayEndpoints?: GatewayEndpoints;
   tls?: {
@@ -67,13 +69,15 @@ export interface Dataplane {
 export async function startDataplane(options: DataplaneOptions): Promise<Dataplane> {
   const { config, registry, telemetry, logger } = options;
   let draining = false;
+  const balancer = options.balancer ?? new Balancer(() => config().balancing);
   const forwarder = new Forwarder({
     registry,
     telemetry,
     logger,
     limits: () => config().limits,
     timeouts: () => config().timeouts,
-    pickEndpoint: (ctx) => pickRoundRobin(ctx.agent!, ctx.tried),
+    balancer,
+    retries: () => config().balancing.retries,
     isDraining: () => draining,
     ...(options.upstreamTls ? { upstreamTls: options.upstreamTls } : {}),
   });
@@ -87,11 +91,12 @@ export async function startDataplane(options: DataplaneOptions): Promise<Datapla
       limits,
       ...(options.gatewayEndpoints ? [gatewayEndpointsStage(options.gatewayEndpoints, () => config().domain)] : []),
       authenticateStage(options.authenticator, allowAnonymous),
+      ...(options.stages?.beforeRoute ?? []),
       routeStage(registry, () => config().domain),
       ...(options.stages?.afterRoute ?? []),
       agentCardStage(registry, options.refreshCard),
       ...(options.stages?.beforeBalance ?? []),
-      balanceStage(),
+      balanceStage(balancer),
       ...(options.stages?.afterBalance ?? []),
       accessLogStage(logger, () => config().logging.access),
       forwardStage(forwarder),

@@ -30,11 +30,11 @@ export function sendError(ctx: RequestContext, error: GatewayError): void {
   if (ctx.jsonRpc) {
     body = JSON.stringify({
       jsonrpc: '2.0',
-      id: null,
-      error: { code: jsonRpcCodeFor(error.status), message: error.message, data: { code: error.code, status: error.status } },
+      id: ctx.jsonRpcId ?? null,
+      error: { code: error.rpcCode ?? jsonRpcCodeFor(error.status), message: error.message, data: { code: error.code, status: error.status, ...error.details } },
     });
   } else {
-    body = JSON.stringify({ error: { code: error.code, message: error.message } });
+    body = JSON.stringify({ error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) } });
   }
   headers['content-type'] = 'application/json';
   headers['content-length'] = String(Buffer.byteLength(body));

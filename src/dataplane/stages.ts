@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { LimitsConfig } from '../config/schema.js';
 import type { AgentRuntime, RegistryView } from '../registry/types.js';
 import { CARD_PATHS as CARD_WELL_KNOWN_PATHS, rewriteAgentCard } from '../registry/card.js';
-import { pickRoundRobin } from '../routing/balancer.js';
+import type { EndpointBalancer } from '../routing/balancer.js';
 import type { RequestContext, TargetAddress } from './context.js';
 import { errors } from './errors.js';
 import type { Forwarder } from './forwarder.js';
@@ -50,7 +50,7 @@ export function pathOnly(rest: string): string {
 }
 
 /** Resolves dot segments (also percent-encoded ones) so a caller cannot climb out of an endpoint's base path. */
-function normalizeRest(rest: string): string {
+export function normalizeRest(rest: string): string {
   if (!rest.includes('/.') && !/%2e/i.test(rest)) return rest;
   const url = new URL(rest, 'http://x');
   return url.pathname + url.search;
@@ -90,6 +90,7 @@ export function routeStage(registry: RegistryView, domain: () => string): Stage 
   return {
     name: 'route',
     run(ctx) {
+      if (ctx.agent) return; // capability routing chose it
       const target = parseTarget(ctx, domain());
       if (!target) {
         throw errors.notFound(`no agent addressed: use /agents/<tenant>/<agent>/... or <agent>.<tenant>.${domain()}`);
@@ -148,11 +149,11 @@ export function agentCardStage(
   };
 }
 
-export function balanceStage(): Stage {
+export function balanceStage(balancer: Pick<EndpointBalancer, 'pick'>): Stage {
   return {
     name: 'balance',
     run(ctx) {
-      const endpoint = pickRoundRobin(ctx.agent!);
+      const endpoint = balancer.pick(ctx.agent!);
       if (!endpoint) throw errors.noHealthyEndpoint(ctx.agent!.key);
       ctx.endpoint = endpoint;
     },

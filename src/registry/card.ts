@@ -79,6 +79,30 @@ export function jsonRpcPaths(card: Json | undefined, endpoints: readonly string[
   return paths;
 }
 
+export interface JsonRpcInterface {
+  /** Agent-relative path (no query). */
+  path: string;
+  /** The A2A version spoken there: '1.0' or '0.3' (from the interface's or the card's protocolVersion). */
+  version: '1.0' | '0.3';
+}
+
+/** The card's JSON-RPC interfaces with the A2A version each speaks (a v1.0 card may declare both on one URL). */
+export function jsonRpcInterfaces(card: Json | undefined, endpoints: readonly string[]): JsonRpcInterface[] {
+  if (!card) return [];
+  const found: JsonRpcInterface[] = [];
+  for (const { holder, transport } of interfaces(card)) {
+    if (transport.toUpperCase() !== 'JSONRPC') continue;
+    const path = agentRelativePath(holder.url as string, endpoints);
+    if (path === undefined) continue;
+    const declared = holder === card || holder.protocolVersion === undefined ? card.protocolVersion : holder.protocolVersion;
+    // supportedInterfaces only exist in v1.0 cards; a card with a main `url` is v0.3 unless it says otherwise.
+    const fallback = holder === card || !Array.isArray(card.supportedInterfaces) ? '0.3' : '1.0';
+    const version = typeof declared === 'string' ? (declared.startsWith('0.') ? '0.3' : '1.0') : fallback;
+    found.push({ path: path.split('?')[0]!, version });
+  }
+  return found;
+}
+
 /**
  * The card as a client of the gateway must see it: every HTTP(S) interface URL points at the
  * gateway's address for this agent, so a client that discovers the agent here keeps talking through

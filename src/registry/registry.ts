@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { Agent as UndiciAgent, type Dispatcher } from 'undici';
 import { agentSchema, nameSchema, type AgentConfig, type GatewayConfig, type HealthCheckConfig, type TenantConfig } from '../config/schema.js';
 import type { AgentCardRecord, AgentRecord, AgentSettings, DurableStore, TenantRecord } from '../store/types.js';
-import { cardSkills, jsonRpcPaths } from './card.js';
+import { cardSkills, jsonRpcInterfaces, jsonRpcPaths } from './card.js';
 import { fetchAgentCard } from './card-fetch.js';
 import { Endpoint, normalizeEndpointUrl } from './endpoint.js';
 import { HealthChecker } from './health.js';
@@ -16,6 +16,7 @@ import {
   type EndpointState,
   type RegistryAdmin,
   type RegistryView,
+  type SkillSummary,
 } from './types.js';
 
 export type CardsConfig = GatewayConfig['cards'];
@@ -373,6 +374,7 @@ export class Registry implements RegistryView, RegistryAdmin {
       clearances: spec.clearances,
       dataTags: spec.dataTags,
       limits: spec.limits,
+      skills: spec.skills,
     });
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
@@ -535,12 +537,15 @@ export class Registry implements RegistryView, RegistryAdmin {
           await this.store.putAgentCard(record);
           current.runtime = buildRuntime(current.record, current.endpoints, record, current.runtime.rrCursor);
           this.logger.debug({ tenant, agent: name, skills: cardSkills(record.card).length }, 'agent card stored');
+          // Skills feed routing and policy: a card that changed is an agent that changed.
+          if (!held || JSON.stringify(held.card) !== JSON.stringify(record.card)) this.notifyAgentChanged(tenant, name);
           break;
         }
         case 'none':
           if (held) {
             await this.store.deleteAgentCard(tenant, name);
             current.runtime = buildRuntime(current.record, current.endpoints, undefined, current.runtime.rrCursor);
+            this.notifyAgentChanged(tenant, name);
           }
           break;
         case 'error':
@@ -572,9 +577,10 @@ function buildRuntime(record: AgentRecord, endpoints: Endpoint[], card: AgentCar
     tags: record.tags,
     clearances: record.settings?.clearances ?? NO_STRINGS,
     dataTags: record.settings?.dataTags ?? NO_STRINGS,
-    skills: card ? cardSkills(card.card).map((skill) => ({ id: skill.id, tags: skill.tags })) : NO_SKILLS,
+    skills: agentSkills(record, card).map((skill) => ({ id: skill.id, tags: skill.tags })),
     ...(card ? { card } : {}),
     jsonRpcPaths: jsonRpcPaths(card?.card, record.endpoints),
+    a2aInterfaces: jsonRpcInterfaces(card?.card, record.endpoints),
     rrCursor,
   };
 }
@@ -594,7 +600,20 @@ function viewOf(entry: AgentEntry): AgentView {
           },
         }
       : {}),
+    skills: agentSkills(entry.record, card),
   };
+}
+
+/** The card's skills, then the configured ones whose id the card does not have. */
+export function agentSkills(record: AgentRecord, card: AgentCardRecord | undefined): SkillSummary[] {
+  const fromCard = card ? cardSkills(card.card) : [];
+  const configured = record.settings?.skills;
+  if (!configured?.length) return fromCard;
+  const ids = new Set(fromCard.map((skill) => skill.id));
+  for (const skill of configured) {
+    if (!ids.has(skill.id)) fromCard.push({ ...skill, name: skill.name ?? skill.id });
+  }
+  return fromCard;
 }
 
 function sameHealth(a: AgentRecord, b: AgentRecord): boolean {
@@ -612,7 +631,6 @@ function sameRecord(a: AgentRecord, b: AgentRecord): boolean {
 }
 
 const NO_STRINGS: readonly string[] = Object.freeze([]);
-const NO_SKILLS: AgentRuntime['skills'] = Object.freeze([]);
 
 /** The tenancy fields of a config tenant (everything but its name, agents and OAuth issuers). */
 function tenantSpecOf(tenant: TenantConfig): Record<string, unknown> | undefined {
@@ -630,6 +648,7 @@ function settingsOf(agent: AgentConfig): { settings?: AgentSettings } {
     ...(agent.clearances?.length ? { clearances: agent.clearances } : {}),
     ...(agent.dataTags?.length ? { dataTags: agent.dataTags } : {}),
     ...(agent.limits ? { limits: agent.limits as Record<string, unknown> } : {}),
+    ...(agent.skills?.length ? { skills: agent.skills } : {}),
   };
   return Object.keys(settings).length > 0 ? { settings } : {};
 }

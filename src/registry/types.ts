@@ -14,6 +14,45 @@ export interface EndpointState {
   consecutiveSuccesses: number;
   lastCheckedAt?: string;
   lastError?: string;
+  /** What the gateway observed of its load (src/routing/load.ts writes it). */
+  readonly load: EndpointLoad;
+  /** Outlier detection and circuit breaking (src/routing/outlier.ts writes it). */
+  readonly outlier: EndpointOutlier;
+}
+
+/**
+ * Load observations of one endpoint. Times are performance.now() milliseconds. Decaying values are
+ * stored as of their timestamp; readers apply the decay (balancing.decayMs) for the time since.
+ */
+export interface EndpointLoad {
+  /** Peak-EWMA time to the response headers, ms, as of `at`; -1 before the first answer. */
+  latencyMs: number;
+  /** Exponentially decayed counts of finished attempts and of failed ones (5xx, connect/reset/timeout), as of `at`. */
+  attempts: number;
+  failures: number;
+  /** When latencyMs, attempts and failures were last updated; 0: never. */
+  at: number;
+  /** From the agent's `x-dmsc-load` header: utilisation 0..1 and queue depth, as of `reportedAt` (0: never). */
+  utilization: number;
+  queue: number;
+  reportedAt: number;
+}
+
+export interface EndpointOutlier {
+  /** Consecutive failed attempts (5xx or connect/reset/timeout); an answer below 500 resets it. */
+  consecutiveFailures: number;
+  /** The current failure-rate window. */
+  windowStart: number;
+  windowRequests: number;
+  windowFailures: number;
+  /** Ejected until this time (performance.now() ms); 0: in service; past it: half-open (one probe at a time). */
+  ejectedUntil: number;
+  /** Back-off multiplier: the number of recent ejections. */
+  ejections: number;
+  /** When the endpoint last returned to service (for the back-off's decay); 0: never ejected. */
+  restoredAt: number;
+  /** When the half-open probe in flight started; 0: none. */
+  probeStartedAt: number;
 }
 
 /** What the data plane needs to know about an agent; replaced (not mutated) when the agent changes. */
@@ -28,10 +67,12 @@ export interface AgentRuntime {
   readonly clearances: readonly string[];
   /** Data tags every request this agent sends carries. */
   readonly dataTags: readonly string[];
-  /** Skills from its Agent Card (id and tags), for policy rules on skills and capability tags. */
+  /** Skills from its Agent Card and its config (id and tags), for policy rules on skills and capability tags. */
   readonly skills: readonly { readonly id: string; readonly tags: readonly string[] }[];
   /** Last fetched Agent Card, if the agent serves one. */
   readonly card?: AgentCardRecord;
+  /** The card's JSON-RPC interfaces and the A2A version of each, for the tenant's A2A endpoint. */
+  readonly a2aInterfaces: readonly { readonly path: string; readonly version: '1.0' | '0.3' }[];
   /** Agent-relative paths of the card's JSON-RPC interfaces (e.g. '/a2a/jsonrpc'), for A2A-shaped errors. */
   readonly jsonRpcPaths: ReadonlySet<string>;
   /** Round-robin cursor, owned by the balancer. */
@@ -55,6 +96,7 @@ export interface AgentSpec {
   clearances?: string[];
   dataTags?: string[];
   limits?: Record<string, unknown>;
+  skills?: NonNullable<AgentSettings['skills']>;
 }
 
 export type { AgentSettings };
@@ -66,6 +108,25 @@ export interface EndpointStatus {
   consecutiveFailures: number;
   lastCheckedAt?: string;
   lastError?: string;
+  load: EndpointLoadStatus;
+  outlier: EndpointOutlierStatus;
+}
+
+/** Load as last observed (decay not applied): what the balancer's score is made of. */
+export interface EndpointLoadStatus {
+  /** Peak-EWMA time to response headers; absent before the first answer. */
+  latencyMs?: number;
+  /** Recent share of failed attempts (decayed counts, one success assumed as a prior). */
+  errorRate: number;
+  /** The agent's last `x-dmsc-load` report. */
+  reported?: { utilization: number; queue: number; at: string };
+}
+
+export interface EndpointOutlierStatus {
+  state: 'in-service' | 'ejected' | 'half-open';
+  /** Recent ejections (the back-off multiplier). */
+  ejections: number;
+  ejectedUntil?: string;
 }
 
 export interface SkillSummary {
@@ -74,11 +135,15 @@ export interface SkillSummary {
   description?: string;
   tags: string[];
   examples?: string[];
+  inputModes?: string[];
+  outputModes?: string[];
 }
 
 /** An agent as the Admin API shows it. */
 export interface AgentView extends AgentRecord {
   endpointStatus: EndpointStatus[];
+  /** Every skill routing knows for this agent: its card's, then those declared in config not on the card. */
+  skills: SkillSummary[];
   card?: { sourceUrl: string; fetchedAt: string; name?: string; skills: SkillSummary[] };
   /** Why the last Agent Card fetch failed (unreachable, invalid card); absent after a good fetch. */
   cardError?: string;

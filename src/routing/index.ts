@@ -1,1 +1,11 @@
-export { pickRoundRobin } from './balancer.js';
+export { Balancer, LOAD_HEADER, loadReportCounters, pickLoadAware, pickRoundRobin, type EndpointBalancer } from './balancer.js';
+export { balancingSchema, type BalancingConfig, type OutlierDetectionConfig, type RetriesConfig } from './balancing-config.js';
+export { parseLoadHeader, type LoadReport } from './load.js';
+export { outlierCounters } from './outlier.js';
+export { RetryBudgets, retryCounters, type RetryReason } from './retry-budget.js';
+export { CapabilityIndex, type CapabilityQuery, type RankedAgent, type SkillMatch } from './capabilities/index.js';
+export { routingSchema, tenantRoutingSchema, type RoutingConfig, type TenantRouting } from './config.js';
+export { CapabilityRouter, type NoRoute, type RouteCandidate, type RouteChoice } from './router.js';
+export { capabilityRouteStage, CAPABILITY_HEADER, TENANT_A2A_PATH } from './stages.js';
+export { TaskRoutes } from './task-routes.js';
+export { routingAdmin } from './admin.js';

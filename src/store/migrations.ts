@@ -156,4 +156,22 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: str
       )`,
     ],
   },
+  {
+    version: 5,
+    name: 'collaboration',
+    sql: [
+      // Which agent owns an A2A task (and a conversation context) the gateway routed: follow-up
+      // calls to the tenant's endpoint (GetTask, CancelTask, SubscribeToTask, a reply in the task
+      // or context) go to the same agent, also after a restart.
+      `CREATE TABLE task_routes (
+        tenant TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('task', 'context')),
+        id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (tenant, kind, id)
+      )`,
+      `CREATE INDEX task_routes_created ON task_routes (created_at)`,
+    ],
+  },
 ];

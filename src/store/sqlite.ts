@@ -13,6 +13,7 @@ import type {
   AuditRecord,
   ChainedAuditRecord,
   StoredAuditRow,
+  TaskRouteRecord,
   BootstrapTokenRecord,
   CaRecord,
   ClientSecretRecord,
@@ -349,6 +350,26 @@ export class SqliteStore implements DurableStore {
            etag = excluded.etag, fetched_at = excluded.fetched_at`,
       )
       .run(card.tenant, card.agent, card.sourceUrl, JSON.stringify(card.card), card.etag ?? null, card.fetchedAt);
+  }
+
+  putTaskRoute(route: TaskRouteRecord): void {
+    this
+      .sql('INSERT INTO task_routes (tenant, kind, id, agent, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, kind, id) DO UPDATE SET agent = excluded.agent, created_at = excluded.created_at')
+      .run(route.tenant, route.kind, route.id, route.agent, route.createdAt);
+  }
+
+  getTaskRoute(tenant: string, kind: TaskRouteRecord['kind'], id: string): TaskRouteRecord | undefined {
+    const row = this.sql('SELECT * FROM task_routes WHERE tenant = ? AND kind = ? AND id = ?').get(tenant, kind, id) as Row | undefined;
+    return row && { tenant: String(row.tenant), kind: row.kind as TaskRouteRecord['kind'], id: String(row.id), agent: String(row.agent), createdAt: String(row.created_at) };
+  }
+
+  pruneTaskRoutes(before: string): number {
+    return this.sql('DELETE FROM task_routes WHERE created_at < ?').run(before).changes;
+  }
+
+  deleteTaskRoutes(tenant: string, agent?: string): void {
+    if (agent === undefined) this.sql('DELETE FROM task_routes WHERE tenant = ?').run(tenant);
+    else this.sql('DELETE FROM task_routes WHERE tenant = ? AND agent = ?').run(tenant, agent);
   }
 
   async deleteAgentCard(tenant: string, agent: string): Promise<void> {

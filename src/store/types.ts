@@ -48,6 +48,8 @@ export interface AgentSettings {
   dataTags?: string[];
   /** This agent's own rate limit as a target (overrides the tenant's per-agent default). */
   limits?: Record<string, unknown>;
+  /** Skills declared in config or through the Admin API (A2A skill shape), beside its card's. */
+  skills?: Array<{ id: string; name?: string; description?: string; tags: string[]; examples?: string[]; inputModes?: string[]; outputModes?: string[] }>;
 }
 
 /** The last Agent Card fetched from an agent, exactly as the agent served it. */
@@ -59,6 +61,15 @@ export interface AgentCardRecord {
   card: Record<string, unknown>;
   etag?: string;
   fetchedAt: string;
+}
+
+/** Which agent owns an A2A task or conversation context the gateway routed (see routing/a2a). */
+export interface TaskRouteRecord {
+  tenant: string;
+  kind: 'task' | 'context';
+  id: string;
+  agent: string;
+  createdAt: string;
 }
 
 export interface DurableStore extends IdentityStore, AuditStore {
@@ -86,6 +97,14 @@ export interface DurableStore extends IdentityStore, AuditStore {
   getAgentCard(tenant: string, agent: string): Promise<AgentCardRecord | undefined>;
   putAgentCard(card: AgentCardRecord): Promise<void>;
   deleteAgentCard(tenant: string, agent: string): Promise<void>;
+
+  /** Records (or moves) a task's or context's owner. */
+  putTaskRoute(route: TaskRouteRecord): void;
+  getTaskRoute(tenant: string, kind: TaskRouteRecord['kind'], id: string): TaskRouteRecord | undefined;
+  /** Forgets routes created before `before` (ISO time); returns how many. */
+  pruneTaskRoutes(before: string): number;
+  /** Forgets every route to an agent (it was removed) or of a tenant (offboarded, agent omitted). */
+  deleteTaskRoutes(tenant: string, agent?: string): void;
 }
 
 // ---- identity (issue 3) ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import type { AgentRuntime } from '../registry/types.js';
 import type { TenantRecord } from '../store/types.js';
 import { ConcurrencyLimiter, RateLimits, tenantLimitsSchema, type RateSpec, type TenantLimits } from './limits/index.js';
 import { compileMasking, maskingSchema, type Masker } from './masking/index.js';
+import { tenantRoutingSchema } from '../routing/config.js';
 import {
   formatPolicyPath,
   PolicySet,
@@ -23,6 +24,7 @@ export const tenantSpecSchema = z
     policy: tenantPolicySchema.optional(),
     limits: tenantLimitsSchema.optional(),
     masking: maskingSchema.optional(),
+    routing: tenantRoutingSchema.optional(),
   })
   .strict();
 

@@ -159,6 +159,23 @@ function decide(tenancy: Tenancy, ctx: RequestContext, callerAgent: AgentRuntime
   });
 }
 
+/**
+ * For capability routing, before the target is chosen: why the policy would refuse this request to
+ * `agent` at `path` (its decision's message), or undefined when it would allow it.
+ */
+export function candidatePolicyCheck(options: Pick<TenancyStageOptions, 'tenancy' | 'registry'>): (ctx: RequestContext, agent: AgentRuntime, path: string) => string | undefined {
+  const { tenancy, registry } = options;
+  return (ctx, agent, path) => {
+    const callerAgent = callerAgentOf(registry, ctx);
+    const decision = tenancy.policy.decide(tenancy.caller(ctx.identity, callerAgent?.tags ?? NO_TAGS), tenancy.target(agent), {
+      method: ctx.req.method ?? 'GET',
+      path,
+      dataTags: requestDataTags(ctx, callerAgent?.dataTags ?? NO_TAGS),
+    });
+    return decision.allow ? undefined : `policy: ${reasonOf(decision)}`;
+  };
+}
+
 /** Deny-by-default policy: who may call whom, with which methods and paths, carrying which data tags. */
 export function authorizeStage(options: TenancyStageOptions): Stage {
   const { tenancy, registry, audit } = options;
@@ -182,7 +199,7 @@ export function authorizeStage(options: TenancyStageOptions): Stage {
         'policy.decision',
         'deny',
         reasonOf(decision),
-        { method: ctx.req.method, ...(dataTags.length > 0 ? { dataTags } : {}) },
+        { method: ctx.req.method, ...(dataTags.length > 0 ? { dataTags } : {}), ...(ctx.routeReason ? { route: ctx.routeReason } : {}) },
         tenancy.keys,
       );
       return refuseAfterCommit(committed, forbidden(decision));
@@ -221,7 +238,7 @@ export function rateLimitStage(options: TenancyStageOptions): Stage {
     const denied = outcome.denied;
     if (!denied) {
       const reason = ctx.allowReason;
-      if (reason !== undefined) committed = recordDecision(audit, ctx, 'policy.decision', 'allow', reason);
+      if (reason !== undefined) committed = recordDecision(audit, ctx, 'policy.decision', 'allow', reason, ctx.routeReason && { route: ctx.routeReason });
       return committed && afterCommit(committed);
     }
     if (denied.maxDelayMs > 0) {

@@ -173,7 +173,17 @@ class TestExecutor implements AgentExecutor {
   }
 }
 
-function buildCard(name: string, origin: string, flavour: A2aFlavour, declareV03: boolean): AgentCard {
+export interface SkillInput {
+  id: string;
+  name: string;
+  description: string;
+  tags: string[];
+  examples?: string[];
+}
+
+const ECHO_SKILL: SkillInput = { id: 'echo', name: 'Echo', description: 'Repeats what it is told', tags: ['echo', 'test'], examples: ['hello'] };
+
+function buildCard(name: string, origin: string, flavour: A2aFlavour, declareV03: boolean, skills: readonly SkillInput[] = [ECHO_SKILL], description = `test agent ${name}`): AgentCard {
   const version = flavour === 'v0.3' ? '0.3' : A2A_PROTOCOL_VERSION;
   const interfaces = [{ url: origin + JSONRPC_PATH, protocolBinding: 'JSONRPC', tenant: '', protocolVersion: version }];
   if (flavour !== 'v0.3') {
@@ -185,23 +195,13 @@ function buildCard(name: string, origin: string, flavour: A2aFlavour, declareV03
   }
   return AgentCard.fromJSON({
     name,
-    description: `test agent ${name}`,
+    description,
     version: '1.0.0',
     supportedInterfaces: interfaces,
     capabilities: { streaming: true, pushNotifications: false, extensions: [] },
     defaultInputModes: ['text/plain'],
     defaultOutputModes: ['text/plain'],
-    skills: [
-      {
-        id: 'echo',
-        name: 'Echo',
-        description: 'Repeats what it is told',
-        tags: ['echo', 'test'],
-        examples: ['hello'],
-        inputModes: ['text/plain'],
-        outputModes: ['text/plain'],
-      },
-    ],
+    skills: skills.map((skill) => ({ examples: [], ...skill, inputModes: ['text/plain'], outputModes: ['text/plain'] })),
   });
 }
 
@@ -211,6 +211,11 @@ export interface A2aAgentOptions {
    * true). Without it the SDK answers a card request without `A2A-Version` (= 0.3) with 400.
    */
   declareV03Interface?: boolean;
+  /** The card's skills (default: one `echo` skill). */
+  skills?: readonly SkillInput[];
+  description?: string;
+  /** Listen on this port (default: an ephemeral one). */
+  port?: number;
 }
 
 /** Starts an SDK-built A2A agent on an ephemeral loopback port. */
@@ -219,11 +224,11 @@ export async function startA2aAgent(name: string, flavour: A2aFlavour = 'v1', op
   const gate = new Gate();
   const app = express();
   const server = http.createServer(app);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   const origin = `http://127.0.0.1:${port}`;
 
-  const card = buildCard(name, origin, flavour, options.declareV03Interface ?? true);
+  const card = buildCard(name, origin, flavour, options.declareV03Interface ?? true, options.skills, options.description);
   const requestHandler = new DefaultRequestHandler(card, new InMemoryTaskStore(), new TestExecutor(name, gate));
   const legacyCompat = { enabled: flavour !== 'v1' };
 

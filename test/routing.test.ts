@@ -1,0 +1,211 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { A2aCallError, inspectA2aCall, ResultIdWatcher, type LearnedIds } from '../src/routing/a2a.js';
+import { routingSchema } from '../src/routing/config.js';
+import { CapabilityRouter, type RouterRegistry } from '../src/routing/router.js';
+import type { AgentRuntime, AgentView, EndpointState, SkillSummary } from '../src/registry/types.js';
+import type { TenantRecord } from '../src/store/types.js';
+
+const body = (value: unknown) => Buffer.from(JSON.stringify(value));
+
+describe('A2A calls to a tenant endpoint', () => {
+  it('reads the method, version, text and continued task of v1.0 and v0.3 calls', () => {
+    const v1 = inspectA2aCall(
+      body({ jsonrpc: '2.0', id: 1, method: 'SendStreamingMessage', params: { message: { messageId: 'm', role: 'ROLE_USER', contextId: 'c1', parts: [{ text: 'hello' }, { data: { a: 1 } }, { text: 'world' }] } } }),
+      100,
+    );
+    assert.deepEqual(v1, { kind: 'message', method: 'SendStreamingMessage', id: 1, version: '1.0', stream: true, text: 'hello\nworld', contextId: 'c1' });
+    const v03 = inspectA2aCall(body({ jsonrpc: '2.0', id: 'x', method: 'message/send', params: { message: { kind: 'message', taskId: 't9', parts: [{ kind: 'text', text: 'a'.repeat(50) }] } } }), 10);
+    assert.deepEqual(v03, { kind: 'message', method: 'message/send', id: 'x', version: '0.3', stream: false, text: 'a'.repeat(10), taskId: 't9' });
+    assert.deepEqual(inspectA2aCall(body({ jsonrpc: '2.0', id: 2, method: 'tasks/resubscribe', params: { id: 't1' } }), 10), {
+      kind: 'task',
+      method: 'tasks/resubscribe',
+      id: 2,
+      version: '0.3',
+      stream: true,
+      taskId: 't1',
+    });
+  });
+
+  it('refuses what is not a routable A2A call with the JSON-RPC code that says why', () => {
+    const code = (raw: string | object) => {
+      try {
+        inspectA2aCall(typeof raw === 'string' ? Buffer.from(raw) : body(raw), 100);
+      } catch (err) {
+        assert.ok(err instanceof A2aCallError);
+        return err.rpcCode;
+      }
+      assert.fail('accepted');
+    };
+    assert.equal(code('{not json'), -32700);
+    assert.equal(code({ id: 1, method: 'SendMessage' }), -32600);
+    assert.equal(code({ jsonrpc: '2.0', id: 1, method: 'DeleteEverything', params: {} }), -32601);
+    assert.equal(code({ jsonrpc: '2.0', id: 1, method: 'toString', params: {} }), -32601, 'no prototype names');
+    assert.equal(code({ jsonrpc: '2.0', id: 1, method: 'GetTask', params: {} }), -32602);
+    assert.equal(code({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message: {} } }), -32602);
+  });
+
+  it('learns the task and context ids from a JSON answer and from the first events of a stream split anywhere', () => {
+    const learned: LearnedIds[] = [];
+    const json = new ResultIdWatcher(false, 1 << 16, (ids) => learned.push(ids));
+    const answer = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { task: { id: 't1', contextId: 'c1', status: {} } } });
+    json.write(answer.slice(0, 10));
+    json.write(Buffer.from(answer.slice(10)));
+    json.end();
+    assert.deepEqual(learned, [{ taskId: 't1', contextId: 'c1' }] as LearnedIds[]);
+
+    learned.length = 0;
+    const sse = new ResultIdWatcher(true, 1 << 16, (ids) => learned.push(ids));
+    const stream =
+      `data: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { kind: 'status-update', contextId: 'c2' } })}\n\n` +
+      `data: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { statusUpdate: { taskId: 't2', contextId: 'c2' } } })}\n\n` +
+      `data: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { statusUpdate: { taskId: 'other', contextId: 'c9' } } })}\n\n`;
+    for (let i = 0; i < stream.length; i += 7) sse.write(stream.slice(i, i + 7));
+    sse.end();
+    assert.deepEqual(learned, [{ contextId: 'c2', taskId: 't2' }] as LearnedIds[], 'the first ids, once');
+
+    learned.length = 0;
+    const capped = new ResultIdWatcher(false, 16, (ids) => learned.push(ids));
+    capped.write(answer);
+    capped.end();
+    assert.deepEqual(learned, [], 'nothing learned past the byte limit, nothing buffered');
+  });
+});
+
+// ---- the router, over a registry held in memory -------------------------------------------------
+
+function endpoint(healthy = true, inflight = 0): EndpointState {
+  return { url: 'http://127.0.0.1:1', origin: 'http://127.0.0.1:1', basePath: '', tls: false, healthy, inflight, consecutiveFailures: 0, consecutiveSuccesses: 0 } as EndpointState;
+}
+
+class MemoryRegistry implements RouterRegistry {
+  readonly agents = new Map<string, { runtime: AgentRuntime; skills: SkillSummary[] }>();
+  readonly tenants = new Map<string, TenantRecord>();
+
+  add(tenant: string, name: string, skills: SkillSummary[], endpoints: EndpointState[] = [endpoint()], tags: string[] = []): AgentRuntime {
+    if (!this.tenants.has(tenant)) this.tenants.set(tenant, { name: tenant, source: 'api', createdAt: '', updatedAt: '' } as TenantRecord);
+    const runtime = {
+      tenant,
+      name,
+      key: `${tenant}/${name}`,
+      endpoints,
+      tags,
+      clearances: [],
+      dataTags: [],
+      skills: skills.map((s) => ({ id: s.id, tags: s.tags })),
+      jsonRpcPaths: new Set(['/a2a']),
+      a2aInterfaces: [{ path: '/a2a', version: '1.0' as const }],
+      rrCursor: 0,
+    } as unknown as AgentRuntime;
+    this.agents.set(runtime.key, { runtime, skills });
+    return runtime;
+  }
+  findAgent(tenant: string, agent: string) {
+    return this.agents.get(`${tenant}/${agent}`)?.runtime;
+  }
+  getAgent(tenant: string, agent: string) {
+    const entry = this.agents.get(`${tenant}/${agent}`);
+    return entry && ({ tenant, name: agent, tags: entry.runtime.tags, skills: entry.skills } as unknown as AgentView);
+  }
+  getTenant(name: string) {
+    return this.tenants.get(name);
+  }
+  listTenants() {
+    return [...this.tenants.values()];
+  }
+  listAgents(tenant: string) {
+    return [...this.agents.values()].filter((e) => e.runtime.tenant === tenant).map((e) => this.getAgent(tenant, e.runtime.name)!);
+  }
+}
+
+const skill = (id: string, description: string, tags: string[] = []): SkillSummary => ({ id, name: id, description, tags });
+
+describe('capability router', () => {
+  const config = routingSchema.parse({});
+
+  it('picks the best match; agents within the tie margin are chosen by load, the rest follow as failover', () => {
+    const registry = new MemoryRegistry();
+    const busy = endpoint(true, 10);
+    registry.add('t', 'refunds-a', [skill('refunds', 'refunds for double charges on invoices')], [busy]);
+    registry.add('t', 'refunds-b', [skill('refunds', 'refunds for double charges on invoices')]);
+    registry.add('t', 'invoices', [skill('invoices', 'copies of invoices')]);
+    const router = new CapabilityRouter({ registry, config: () => config });
+    router.syncAll();
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 200; i++) {
+      const choice = router.route('t', { text: 'refund of a double charge' }, () => undefined);
+      assert.ok(choice.agent);
+      counts.set(choice.agent.name, (counts.get(choice.agent.name) ?? 0) + 1);
+      if (choice.agent.name === 'refunds-b') assert.equal(choice.alternatives[0]?.name, 'refunds-a');
+    }
+    // Two candidates: power of two choices always compares both, so the idle one always wins.
+    assert.deepEqual([...counts], [['refunds-b', 200]]);
+    busy.inflight = 0;
+    const shares = new Set<string>();
+    for (let i = 0; i < 200; i++) shares.add(router.route('t', { text: 'refund of a double charge' }, () => undefined).agent!.name);
+    assert.deepEqual([...shares].sort(), ['refunds-a', 'refunds-b'], 'equal load: both get traffic');
+  });
+
+  it('never chooses what the caller may not reach or what has no healthy endpoint, and says so in explain', () => {
+    const registry = new MemoryRegistry();
+    registry.add('t', 'secret', [skill('payroll', 'payroll and salary questions')]);
+    registry.add('t', 'down', [skill('payroll', 'payroll and salary questions')], [endpoint(false)]);
+    const router = new CapabilityRouter({ registry, config: () => config });
+    router.syncAll();
+    const policy = (agent: AgentRuntime) => (agent.name === 'secret' ? 'policy: denied_by_rule' : undefined);
+    const result = router.route('t', { text: 'salary question' }, policy);
+    assert.equal(result.agent, undefined);
+    assert.equal(result.agent === undefined && result.reason, 'not_eligible');
+    const { considered } = router.explain('t', { text: 'salary question' }, policy);
+    assert.deepEqual(
+      new Map(considered.map((c) => [c.agent, c.excluded])),
+      new Map([
+        ['t/secret', 'policy: denied_by_rule'],
+        ['t/down', 'no healthy endpoint'],
+      ]),
+    );
+  });
+
+  it('below the confidence threshold: the tenant default agent, else no route with the closest skills', () => {
+    const registry = new MemoryRegistry();
+    registry.add('t', 'weather', [skill('forecast', 'weather forecast rain wind temperature')]);
+    registry.add('t', 'helpdesk', [skill('anything', 'general questions')]);
+    const router = new CapabilityRouter({ registry, config: () => config });
+    router.syncAll();
+    const vague = { text: 'rain banana spaceship quantum poetry' };
+    const none = router.route('t', vague, () => undefined);
+    assert.equal(none.agent, undefined);
+    assert.equal(none.agent === undefined && none.reason, 'low_confidence');
+    assert.equal(none.agent === undefined && none.closest[0]?.agent, 't/weather');
+
+    registry.tenants.get('t')!.spec = { routing: { defaultAgent: 'helpdesk' } };
+    const fallback = router.route('t', vague, () => undefined);
+    assert.equal(fallback.agent?.name, 'helpdesk');
+    assert.equal(fallback.agent && fallback.via, 'default-agent');
+  });
+
+  it('tags address a capability: only agents with every tag, the least loaded first; other tenants never', () => {
+    const registry = new MemoryRegistry();
+    registry.add('t', 'fast', [skill('quote', 'price quotes', ['finance'])], [endpoint(true, 0)], ['low-latency']);
+    registry.add('t', 'slow', [skill('quote', 'price quotes', ['finance'])], [endpoint(true, 5)]);
+    registry.add('other', 'fast', [skill('quote', 'price quotes', ['finance'])], [endpoint(true, 0)], ['low-latency']);
+    const router = new CapabilityRouter({ registry, config: () => config });
+    router.syncAll();
+    assert.equal(router.route('t', { tags: ['finance', 'low-latency'] }, () => undefined).agent?.key, 't/fast');
+    const both = router.route('t', { tags: ['finance'] }, () => undefined);
+    assert.equal(both.agent?.key, 't/fast');
+    assert.deepEqual(both.agent && both.alternatives.map((a) => a.key), ['t/slow']);
+    assert.equal(router.route('t', { tags: ['gdpr'] }, () => undefined).agent, undefined);
+  });
+
+  it('follows the registry: a removed agent or tenant is no longer routed to', () => {
+    const registry = new MemoryRegistry();
+    registry.add('t', 'a', [skill('s', 'translate documents')]);
+    const router = new CapabilityRouter({ registry, config: () => config });
+    router.syncAll();
+    assert.equal(router.route('t', { text: 'translate' }, () => undefined).agent?.name, 'a');
+    registry.agents.delete('t/a');
+    router.syncAgent('t', 'a');
+    assert.equal(router.route('t', { text: 'translate' }, () => undefined).agent, undefined);
+  });
+});
