@@ -277,6 +277,8 @@ const HELP = `Usage: npm run bench:noisy -- [options]
   --a-max-pending N     A's generator sends nothing new while N requests are outstanding (counted as shed; default 0: no bound)
   --max-delay-ms N      limits.tenant.maxDelayMs of both tenants: shape (wait for a token) instead of refusing at once (default 0)
   --factor N            A sends N x --limit req/s in the noisy phase (default 10)
+  --baseline-factor N   A sends N x --limit req/s in the baseline phase too (default 0: B alone); 1 measures
+                        what A's excess over its limit costs B, apart from A's allowed traffic
   --decisions MODE      audit.decisions: all | denials (default all)
   --connections-a N     A's keep-alive connections (default 32)
   --connections-b N     B's keep-alive connections (default 8)
@@ -303,6 +305,7 @@ interface Options {
   burst: number;
   maxDelayMs: number;
   factor: number;
+  baselineFactor: number;
   decisions: 'all' | 'denials';
   connectionsA: number;
   aMaxPending: number;
@@ -328,6 +331,7 @@ function parseOptionValues() {
       burst: { type: 'string', default: '50' },
       'max-delay-ms': { type: 'string', default: '0' },
       factor: { type: 'string', default: '10' },
+      'baseline-factor': { type: 'string', default: '0' },
       decisions: { type: 'string', default: 'all' },
       'connections-a': { type: 'string', default: '32' },
       'a-max-pending': { type: 'string', default: '0' },
@@ -381,6 +385,7 @@ function parseOptions(): Options {
     burst: num('burst', { integer: true, min: 1 }),
     maxDelayMs: num('max-delay-ms', { integer: true, min: 0 }),
     factor: num('factor'),
+    baselineFactor: num('baseline-factor'),
     decisions: decisions as 'all' | 'denials',
     connectionsA: num('connections-a', { integer: true, min: 1 }),
     aMaxPending: num('a-max-pending', { integer: true, min: 0 }),
@@ -667,9 +672,10 @@ async function runPhase(env: Env, gw: GatewayProc, round: number, phase: 'baseli
   const b = startClient(env, `b-${tag}`, `${gw.tls}/agents/b/echo/`, options.rateB, options.duration, options.warmup, options.connectionsB, creds.b, gw.caFile, 0, false);
   // A runs from before B's warm-up until after B's measured window ends.
   const aSeconds = options.warmup + options.duration + 1.5;
+  const aRate = options.limit * (phase === 'noisy' ? options.factor : options.baselineFactor);
   const a =
-    phase === 'noisy'
-      ? startClient(env, `a-${tag}`, gw.tls + options.aPath, options.limit * options.factor, aSeconds, 0, options.connectionsA, creds.a, gw.caFile, options.niceA, true, options.aMaxPending)
+    aRate > 0
+      ? startClient(env, `a-${tag}`, gw.tls + options.aPath, aRate, aSeconds, 0, options.connectionsA, creds.a, gw.caFile, options.niceA, true, options.aMaxPending)
       : undefined;
   await Promise.all([b.waitFor(/^ready$/m, 30_000), a?.waitFor(/^ready$/m, 30_000)]);
   if (a) {
@@ -871,7 +877,7 @@ function markdown(results: PhaseResult[], summary: ReturnType<typeof summarisePh
   md.push(
     `Tenants a and b, each \`limits.tenant: { requestsPerSecond: ${options.limit}, burst: ${options.burst}, maxDelayMs: ${options.maxDelayMs} }\`, mTLS with enrolled client certificates, HTTP/1.1 keep-alive, audit.decisions: ${options.decisions}. ` +
       `B: open loop ${options.rateB} req/s (${options.connectionsB} connections), ${options.warmup} s warm-up + ${options.duration} s measured per phase. ` +
-      `A (noisy phases): open loop ${fmtInt(options.limit * options.factor)} req/s = ${options.factor}x its limit (${options.connectionsA} connections${options.niceA ? `, nice ${options.niceA}` : ''}${options.aPath !== '/agents/a/echo/' ? `, to ${options.aPath}` : ''}). ${options.rounds} interleaved rounds.`,
+      `A (noisy phases): open loop ${fmtInt(options.limit * options.factor)} req/s = ${options.factor}x its limit (${options.connectionsA} connections${options.niceA ? `, nice ${options.niceA}` : ''}${options.aPath !== '/agents/a/echo/' ? `, to ${options.aPath}` : ''}). ${options.baselineFactor > 0 ? `Baseline phases: A at ${options.baselineFactor}x its limit (not B alone). ` : ''}${options.rounds} interleaved rounds.`,
   );
   const probe = results.some((r) => r.gatewayLoopDelayMs);
   md.push('', `| round | phase | B sent | B ok | B p50 ms | B p99 ms | B p99.9 ms | B max ms | B send lag p99 ms | A req/s sent | A 2xx | A 429 | A other | gateway CPU % |${probe ? ' gateway loop delay p99 / max ms |' : ''} CPU busy % (steal) |`);
@@ -888,7 +894,7 @@ function markdown(results: PhaseResult[], summary: ReturnType<typeof summarisePh
   }
   const s = summary;
   md.push('', '| B (medians of the rounds) | p50 ms | p99 ms | p99.9 ms | success | gateway CPU % |', '| --- | ---: | ---: | ---: | ---: | ---: |');
-  md.push(`| baseline (B alone) | ${fmt(s.baseline.p50, 3)} | ${fmt(s.baseline.p99, 3)} | ${fmt(s.baseline.p999, 3)} | ${fmtInt(s.baseline.ok)}/${fmtInt(s.baseline.sent)} | ${fmt(s.baseline.gatewayCpuPct, 1)} |`);
+  md.push(`| baseline (${options.baselineFactor > 0 ? `A at ${options.baselineFactor}x its limit` : 'B alone'}) | ${fmt(s.baseline.p50, 3)} | ${fmt(s.baseline.p99, 3)} | ${fmt(s.baseline.p999, 3)} | ${fmtInt(s.baseline.ok)}/${fmtInt(s.baseline.sent)} | ${fmt(s.baseline.gatewayCpuPct, 1)} |`);
   md.push(`| noisy (A at ${options.factor}x its limit) | ${fmt(s.noisy.p50, 3)} | ${fmt(s.noisy.p99, 3)} | ${fmt(s.noisy.p999, 3)} | ${fmtInt(s.noisy.ok)}/${fmtInt(s.noisy.sent)} | ${fmt(s.noisy.gatewayCpuPct, 1)} |`);
   md.push('', '| measure | value | target | met |', '| --- | ---: | --- | --- |');
   md.push(`| B success rate (all phases) | ${fmt(s.bSuccess * 100, 3)} % | 100 % | ${s.goals.bSuccess100 ? 'yes' : '**no**'} |`);
