@@ -321,7 +321,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       bearer.update(next.tenants, next.identity.clockSkewMs);
       tenancy.setDefaults(next.policy.defaults);
       tenancy.setTenantDefaults(next.tenantDefaults);
-      if (router.reconfigure()) logger.info('routing synonyms changed: capability index rebuilt');
+      if (router.reconfigure()) logger.info('routing synonyms changed');
       tokenService.update(next);
       await registry.applyConfig(next.tenants);
       logger.info({ tenants: next.tenants.length }, 'configuration reloaded');

@@ -210,7 +210,8 @@ export interface RequestAuthenticator {
   /** From the connection's client certificate and/or the request's bearer token. */
   authenticate(ctx: RequestContext): AuthOutcome | Promise<AuthOutcome>;
   /** A refusal, for the audit trail. */
-  refused(ctx: RequestContext, reason: string, detail: string): void;
+  /** Records the refusal; the 401 is sent once the returned promise settles (the record is stored first). */
+  refused(ctx: RequestContext, reason: string, detail: string): void | Promise<void>;
 }
 
 /**
@@ -218,26 +219,32 @@ export interface RequestAuthenticator {
  * Requests with neither are refused (401) unless the listener explicitly allows anonymous traffic.
  */
 export function authenticateStage(authenticator: RequestAuthenticator, allowAnonymous: (listener: string) => boolean): Stage {
-  const decide = (ctx: RequestContext, outcome: AuthOutcome): void => {
+  const refuse = (ctx: RequestContext, reason: string, detail: string, error: Error): Promise<never> | never => {
+    const recorded = authenticator.refused(ctx, reason, detail);
+    if (!recorded) throw error;
+    // Refused either way; only the order matters: the record is stored before the 401 goes out.
+    const fail = (): never => {
+      throw error;
+    };
+    return recorded.then(fail, fail);
+  };
+  const decide = (ctx: RequestContext, outcome: AuthOutcome): void | Promise<never> => {
     if (outcome?.ok) {
       ctx.identity = outcome.identity;
       return;
     }
     if (outcome === undefined) {
       if (allowAnonymous(ctx.listener.name)) return;
-      authenticator.refused(ctx, 'no_credentials', 'no client certificate or bearer token');
-      throw errors.unauthenticated('no_credentials', 'authentication required: present a client certificate or a bearer token');
+      return refuse(ctx, 'no_credentials', 'no client certificate or bearer token', errors.unauthenticated('no_credentials', 'authentication required: present a client certificate or a bearer token'));
     }
-    authenticator.refused(ctx, outcome.reason, outcome.detail);
-    throw errors.unauthenticated(outcome.reason, `authentication failed (${outcome.reason}): ${outcome.detail}`);
+    return refuse(ctx, outcome.reason, outcome.detail, errors.unauthenticated(outcome.reason, `authentication failed (${outcome.reason}): ${outcome.detail}`));
   };
   return {
     name: 'authenticate',
     run(ctx) {
       const outcome = authenticator.authenticate(ctx);
       if (outcome instanceof Promise) return outcome.then((value) => decide(ctx, value));
-      decide(ctx, outcome);
-      return undefined;
+      return decide(ctx, outcome);
     },
   };
 }

@@ -70,13 +70,16 @@ export class ClientCertificates {
       if (serial) this.track(serial, socket);
       return true;
     }
-    this.audit.record({
-      actor: socket.remoteAddress ?? 'unknown',
-      action: 'authn',
-      target: 'tls',
-      decision: 'deny',
-      reason: `${result.reason}: ${result.detail}`,
-    });
+    // Group commit (no answer waits for it): a flood of bad handshakes does not block the event loop.
+    this.audit
+      .commit({
+        actor: socket.remoteAddress ?? 'unknown',
+        action: 'authn',
+        target: 'tls',
+        decision: 'deny',
+        reason: `${result.reason}: ${result.detail}`,
+      })
+      .catch((err: unknown) => this.logger.error({ err }, 'authentication failure could not be audited'));
     // A revoked certificate is refused on the handshake itself; other failures get a 401 that says why.
     return result.reason !== 'revoked';
   }
@@ -190,7 +193,7 @@ export function createRequestAuthenticator(deps: {
       });
     },
     refused(ctx, reason, detail) {
-      audit.record({
+      return audit.commit({
         ...(ctx.target?.tenant ? { tenant: ctx.target.tenant } : {}),
         actor: ctx.req.socket?.remoteAddress ?? 'unknown',
         action: 'authn',

@@ -80,20 +80,16 @@ const healthyCount = (agent: AgentRuntime) => agent.endpoints.reduce((n, endpoin
  * choices); the others follow as failover alternatives.
  */
 export class CapabilityRouter {
-  private current: CapabilityIndex;
+  readonly index: CapabilityIndex;
   private readonly loadOf: (agent: AgentRuntime) => number;
   private readonly random: () => number;
   private synonymsKey: string;
 
   constructor(private readonly opts: RouterOptions) {
     this.synonymsKey = JSON.stringify(opts.config().synonyms);
-    this.current = new CapabilityIndex({ synonyms: opts.config().synonyms });
+    this.index = new CapabilityIndex({ synonyms: opts.config().synonyms });
     this.loadOf = opts.loadOf ?? inflightLoad;
     this.random = opts.random ?? Math.random;
-  }
-
-  get index(): CapabilityIndex {
-    return this.current;
   }
 
   /** Indexes every agent the registry holds (start, and after a synonym change). */
@@ -117,13 +113,12 @@ export class CapabilityRouter {
     this.index.removeTenant(tenant);
   }
 
-  /** A config reload: new synonyms need a fresh index (rare; everything else applies per query). */
+  /** A config reload: new synonyms apply to the next query (everything else is read per query). */
   reconfigure(): boolean {
     const key = JSON.stringify(this.opts.config().synonyms);
     if (key === this.synonymsKey) return false;
     this.synonymsKey = key;
-    this.current = new CapabilityIndex({ synonyms: this.opts.config().synonyms });
-    this.syncAll();
+    this.index.setSynonyms({ synonyms: this.opts.config().synonyms });
     return true;
   }
 
