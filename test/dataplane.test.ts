@@ -249,7 +249,8 @@ describe('TLS listener', () => {
     assert.match(body.error.message, /client certificate/);
     assert.equal(agent.seen.length, before, 'the agent never sees the request');
     const records = await gw.gateway.audit.list({ action: 'authn' });
-    assert.ok(records.some((r) => r.decision === 'deny' && /no_credentials/.test(r.reason ?? '')));
+    const refusal = records.find((r) => r.decision === 'deny' && /no_credentials/.test(r.reason ?? ''));
+    assert.equal(refusal?.tenant, 'acme', "the refusal is in the addressed tenant's trail");
   });
 
   it('refuses a client limited to TLS 1.2', async () => {

@@ -159,6 +159,13 @@ export interface BearerAuthenticator {
 
 const BEARER = /^bearer\s+(\S+)\s*$/i;
 
+/** `/agents/<t>/...`, `/tenants/<t>/...`, `/capabilities/<t>/...`: the tenant a refused request was addressed to, so its operators see it. */
+const ADDRESSED_TENANT = /^\/(?:agents|tenants|capabilities)\/([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:[/?]|$)/;
+
+function addressedTenant(url: string): string | undefined {
+  return ADDRESSED_TENANT.exec(url)?.[1];
+}
+
 /**
  * The authenticate stage's view of identity: a bearer token when the request carries one (bound to
  * the connection's certificate when the token says so), else the connection's client certificate.
@@ -193,8 +200,9 @@ export function createRequestAuthenticator(deps: {
       });
     },
     refused(ctx, reason, detail) {
+      const tenant = ctx.target?.tenant ?? addressedTenant(ctx.req.url ?? '');
       return audit.commit({
-        ...(ctx.target?.tenant ? { tenant: ctx.target.tenant } : {}),
+        ...(tenant ? { tenant } : {}),
         actor: ctx.req.socket?.remoteAddress ?? 'unknown',
         action: 'authn',
         target: `${ctx.listener.name} ${ctx.req.method} ${(ctx.req.url ?? '').split('?')[0]}`,
