@@ -190,6 +190,11 @@ describe('the tenant as one A2A agent: intent routing to specialists', () => {
     const ids = card.skills.map((skill) => skill.id).sort();
     assert.ok(ids.includes('privacy.data-subject-requests') && ids.includes('billing.invoices') && ids.includes('hr.leave'), ids.join(', '));
     client = await new ClientFactory(ClientFactoryOptions.default).createFromAgentCard(card);
+
+    // Each specialist's card is kept with a digest (for gateway-to-gateway sync) and its skills.
+    const weather = await gw.admin('GET', '/admin/v1/tenants/acme/agents/weather');
+    assert.match(weather.body.card.digest, /^[0-9a-f]{64}$/);
+    assert.deepEqual(weather.body.skills.map((skill: { id: string }) => skill.id), ['forecast']);
   });
 
   for (const [question, expected] of QUESTIONS) {

@@ -79,7 +79,13 @@ export const agentView = z.object({
   settings: z.record(z.string(), z.unknown()).optional().describe('clearances, data tags, rate limit and declared skills'),
   skills: z.array(skillSummary).describe("every skill routing knows: the card's, then those declared in config"),
   card: z
-    .object({ sourceUrl: z.string(), fetchedAt: timestamp, name: z.string().optional(), skills: z.array(skillSummary) })
+    .object({
+      sourceUrl: z.string(),
+      fetchedAt: timestamp,
+      name: z.string().optional(),
+      skills: z.array(skillSummary),
+      digest: z.string().describe("SHA-256 of the card's RFC 8785 canonical JSON"),
+    })
     .optional()
     .describe('The last A2A Agent Card fetched from the agent, summarised'),
 });

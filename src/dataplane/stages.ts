@@ -192,6 +192,8 @@ export function accessLogStage(logger: Logger, enabled: () => boolean): Stage {
           status: ctx.status,
           error: ctx.errorCode,
           ms: Math.round(ctx.elapsedSeconds() * 1e6) / 1e3,
+          // Chosen by the gateway (capability / intent routing): to whom and why.
+          ...(ctx.routedByGateway ? { route: ctx.routeReason } : {}),
         },
         'request',
       );

@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
+import { canonicalJson } from '../audit/record.js';
 import { Agent as UndiciAgent, type Dispatcher } from 'undici';
 import { agentSchema, nameSchema, type AgentConfig, type GatewayConfig, type HealthCheckConfig, type TenantConfig } from '../config/schema.js';
 import type { AgentCardRecord, AgentRecord, AgentSettings, DurableStore, TenantRecord } from '../store/types.js';
@@ -597,11 +599,24 @@ function viewOf(entry: AgentEntry): AgentView {
             fetchedAt: card.fetchedAt,
             ...(typeof card.card.name === 'string' ? { name: card.card.name } : {}),
             skills: cardSkills(card.card),
+            digest: cardDigest(card.card),
           },
         }
       : {}),
     skills: agentSkills(entry.record, card),
   };
+}
+
+const digests = new WeakMap<object, string>();
+
+/** Cached per card object (a card is replaced, never changed in place). */
+function cardDigest(card: Record<string, unknown>): string {
+  let digest = digests.get(card);
+  if (digest === undefined) {
+    digest = createHash('sha256').update(canonicalJson(card)).digest('hex');
+    digests.set(card, digest);
+  }
+  return digest;
 }
 
 /** The card's skills, then the configured ones whose id the card does not have. */

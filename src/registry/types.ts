@@ -144,7 +144,14 @@ export interface AgentView extends AgentRecord {
   endpointStatus: EndpointStatus[];
   /** Every skill routing knows for this agent: its card's, then those declared in config not on the card. */
   skills: SkillSummary[];
-  card?: { sourceUrl: string; fetchedAt: string; name?: string; skills: SkillSummary[] };
+  card?: {
+    sourceUrl: string;
+    fetchedAt: string;
+    name?: string;
+    skills: SkillSummary[];
+    /** SHA-256 (hex) of the card's RFC 8785 canonical JSON, as the agent served it: compare cards across gateways. */
+    digest: string;
+  };
   /** Why the last Agent Card fetch failed (unreachable, invalid card); absent after a good fetch. */
   cardError?: string;
 }
