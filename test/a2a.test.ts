@@ -4,7 +4,7 @@ import type { LookupFunction } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { Agent, buildConnector, fetch as undiciFetch } from 'undici';
-import { Role, TaskState, type AgentCard, type Message, type SendMessageRequest, type StreamResponse } from '@a2a-js/sdk';
+import { TaskState, type AgentCard, type Message, type StreamResponse } from '@a2a-js/sdk';
 import {
   ClientFactory,
   ClientFactoryOptions,
@@ -15,7 +15,7 @@ import {
 } from '@a2a-js/sdk/client';
 import { LegacyJsonRpcTransport } from '@a2a-js/sdk/compat/v0_3/client';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
-import { JSONRPC_PATH, REST_PATH, startA2aAgent, type A2aAgent, type SeenRequest } from './support/a2a-agent.js';
+import { JSONRPC_PATH, REST_PATH, startA2aAgent, textOf, userMessage, type A2aAgent, type SeenRequest } from './support/a2a-agent.js';
 
 /*
  * "Done means" of the A2A work: an unmodified A2A agent built with the official @a2a-js/sdk server
@@ -30,28 +30,7 @@ type FetchLike = typeof fetch;
 
 const EVENT_DEADLINE_MS = 5000;
 
-function userMessage(text: string): SendMessageRequest {
-  return {
-    tenant: '',
-    message: {
-      messageId: `u-${Math.random().toString(16).slice(2)}`,
-      role: Role.ROLE_USER,
-      parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: 'text/plain' }],
-      taskId: '',
-      contextId: '',
-      metadata: undefined,
-      extensions: [],
-      referenceTaskIds: [],
-    },
-    configuration: undefined,
-    metadata: undefined,
-  };
-}
 
-function textOf(message: Message | undefined): string | undefined {
-  const part = message?.parts.find((p) => p.content?.$case === 'text');
-  return part?.content?.$case === 'text' ? part.content.value : undefined;
-}
 
 /** The next stream event, or a clear failure if it does not arrive in time (the agent is holding the one after it). */
 async function nextEvent<T>(iterator: AsyncIterator<T>, what: string): Promise<IteratorResult<T>> {

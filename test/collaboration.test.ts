@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import path from 'node:path';
-import { Role, TaskState, type Message, type SendMessageRequest, type StreamResponse, type Task } from '@a2a-js/sdk';
+import { TaskState, type Message, type StreamResponse, type Task } from '@a2a-js/sdk';
 import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory, type Client } from '@a2a-js/sdk/client';
 import { startTestGateway, TEST_ADMIN_TOKEN, type TestGateway } from './support/gateway.js';
-import { JSONRPC_PATH, startA2aAgent, type A2aAgent, type SkillInput } from './support/a2a-agent.js';
+import { JSONRPC_PATH, startA2aAgent, textOf, userMessage, type A2aAgent, type SkillInput } from './support/a2a-agent.js';
 import { dmsc } from './support/cli.js';
 
 /*
@@ -114,28 +114,7 @@ const QUESTIONS: Array<[string, string[]]> = [
   ['How many vacation days do I have left this year?', ['hr']],
 ];
 
-function userMessage(text: string, ids: { taskId?: string; contextId?: string } = {}): SendMessageRequest {
-  return {
-    tenant: '',
-    message: {
-      messageId: `u-${Math.random().toString(16).slice(2)}`,
-      role: Role.ROLE_USER,
-      parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: 'text/plain' }],
-      taskId: ids.taskId ?? '',
-      contextId: ids.contextId ?? '',
-      metadata: undefined,
-      extensions: [],
-      referenceTaskIds: [],
-    },
-    configuration: undefined,
-    metadata: undefined,
-  };
-}
 
-function textOf(message: Message): string {
-  const part = message.parts.find((p) => p.content?.$case === 'text');
-  return part?.content?.$case === 'text' ? part.content.value : '';
-}
 
 /** Which specialists received a JSON-RPC call with this method since `marks` (seen counts per agent). */
 function receivers(agents: Map<string, A2aAgent>, marks: Map<string, number>, rpcMethod: string): string[] {

@@ -1,3 +1,4 @@
+import type { RouteCandidate } from '../routing/router.js';
 import { API_OPTIONS, apiFor, show } from './admin-api.js';
 import { stringValue, type Command } from './command.js';
 import { UsageError } from './io.js';
@@ -11,20 +12,10 @@ interface SkillMatchView {
   skill: { name?: string; tags?: string[]; description?: string };
 }
 
-interface CandidateView {
-  agent: string;
-  skill?: string;
-  score: number;
-  confidence: number;
-  load: number;
-  healthyEndpoints: number;
-  excluded?: string;
-}
-
 interface RouteExplanationView {
   tenant: string;
   decision: { agent: string | null; via?: string; skill?: string; confidence?: number; alternatives?: string[]; reason?: string };
-  candidates: CandidateView[];
+  candidates: RouteCandidate[];
   policyEvaluated: boolean;
 }
 

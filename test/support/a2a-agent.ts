@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { A2A_PROTOCOL_VERSION, AgentCard, Role, TaskState, type Message, type Part } from '@a2a-js/sdk';
+import { A2A_PROTOCOL_VERSION, AgentCard, Role, TaskState, type Message, type Part, type SendMessageRequest } from '@a2a-js/sdk';
 import {
   AgentEvent,
   DefaultRequestHandler,
@@ -77,9 +77,29 @@ function agentMessage(text: string, taskId = '', contextId = ''): Message {
   };
 }
 
-function textOf(message: Message): string {
-  for (const part of message.parts) if (part.content?.$case === 'text') return part.content.value;
+/** The first text part of a message ('' when it has none). */
+export function textOf(message: Message | undefined): string {
+  for (const part of message?.parts ?? []) if (part.content?.$case === 'text') return part.content.value;
   return '';
+}
+
+/** A user's text message as an SDK client sends it, optionally continuing a task or conversation. */
+export function userMessage(text: string, ids: { taskId?: string; contextId?: string } = {}): SendMessageRequest {
+  return {
+    tenant: '',
+    message: {
+      messageId: `u-${Math.random().toString(16).slice(2)}`,
+      role: Role.ROLE_USER,
+      parts: [textPart(text)],
+      taskId: ids.taskId ?? '',
+      contextId: ids.contextId ?? '',
+      metadata: undefined,
+      extensions: [],
+      referenceTaskIds: [],
+    },
+    configuration: undefined,
+    metadata: undefined,
+  };
 }
 
 class Gate {
