@@ -385,7 +385,7 @@ function parseOptions(): Options {
     burst: num('burst', { integer: true, min: 1 }),
     maxDelayMs: num('max-delay-ms', { integer: true, min: 0 }),
     factor: num('factor'),
-    baselineFactor: num('baseline-factor'),
+    baselineFactor: num('baseline-factor', { min: 0 }),
     decisions: decisions as 'all' | 'denials',
     connectionsA: num('connections-a', { integer: true, min: 1 }),
     aMaxPending: num('a-max-pending', { integer: true, min: 0 }),
