@@ -145,7 +145,13 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     registry.onAgentChanged((tenant) => tenancy.refreshLimits(tenant));
     // Capability routing: the index follows the registry (agents, their cards' skills, tenants).
     const balancer = new Balancer(() => current.balancing);
-    const router = new CapabilityRouter({ registry, config: () => current.routing, loadOf: (agent) => balancer.loadOf(agent) ?? Number.POSITIVE_INFINITY });
+    const router = new CapabilityRouter({
+      registry,
+      config: () => current.routing,
+      loadOf: (agent) => balancer.loadOf(agent) ?? Number.POSITIVE_INFINITY,
+      logger: logger.child({ component: 'routing' }),
+      env: options.env,
+    });
     const taskRoutes = new TaskRoutes(store, () => current.routing.taskRoutes.ttlMs);
     cleanup.push(() => taskRoutes.close());
     registry.onAgentChanged((tenant, agent) => {

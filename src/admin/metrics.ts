@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EndpointHealthSample } from '../registry/types.js';
-import { loadReportCounters, outlierCounters, retryCounters } from '../routing/index.js';
+import { loadReportCounters, outlierCounters, retryCounters, scorerCounters } from '../routing/index.js';
 import type { DataplaneTelemetry, UpstreamErrorKind } from './telemetry.js';
 
 /** Distinct (tenant, agent) label pairs kept per GatewayMetrics; later pairs are reported as OTHER_LABEL. */
@@ -136,6 +136,12 @@ export class GatewayMetrics implements DataplaneTelemetry {
       Object.entries(retryCounters().retries).map(([reason, value]) => [[reason], value]),
     );
     counter('dmsc_retry_budget_exhausted_total', 'Retries not made because the retry budget was spent.', [], () => [[[], retryCounters().budgetExhausted]]);
+    counter('dmsc_scorer_calls_total', 'Calls to configured semantic scorers (routing.scorers), by scorer.', ['scorer'], () =>
+      Object.entries(scorerCounters().scorers).map(([name, entry]) => [[name], entry.calls]),
+    );
+    counter('dmsc_scorer_failures_total', 'Semantic scorer calls that failed (the decision fell back to lexical), by scorer and reason.', ['scorer', 'reason'], () =>
+      Object.entries(scorerCounters().scorers).flatMap(([name, entry]) => Object.entries(entry.failures).map(([reason, value]): [string[], number] => [[name, reason], value])),
+    );
     counter('dmsc_load_reports_total', 'x-dmsc-load headers read from agents, by result (rejected: malformed, ignored).', ['result'], () => {
       const c = loadReportCounters();
       return [[['accepted'], c.accepted], [['rejected'], c.rejected]];

@@ -16,7 +16,7 @@ export interface AdminRouting {
    * What the router would decide for the query in `tenant`, with every candidate's score, load and
    * health; `from` (`<tenant>/<agent>` or "anonymous") evaluates the policy as that caller.
    */
-  explain(tenant: string, query: CapabilityQueryInput, from: string | undefined): unknown;
+  explain(tenant: string, query: CapabilityQueryInput, from: string | undefined): unknown | Promise<unknown>;
 }
 
 const tagsParam = z.string().max(1024).optional().describe('comma-separated tags every returned skill (with its agent\'s tags) must have');
@@ -120,11 +120,11 @@ export const routingRoutes: readonly Route[] = [
     query: routeExplainQuery,
     responses: { 200: { description: 'the decision and every candidate', schema: routeExplanation } },
     errors: [404, 501],
-    handle: ({ query }, ctx) => {
+    handle: async ({ query }, ctx) => {
       const routing = routingOrThrow(ctx);
       tenantOrThrow(ctx.registry, query.tenant!);
       try {
-        return { status: 200, json: routing.explain(query.tenant!, queryOf(query.q, query.tags), query.from) };
+        return { status: 200, json: await routing.explain(query.tenant!, queryOf(query.q, query.tags), query.from) };
       } catch (err) {
         // The policy could not be evaluated as `from` (unknown tenant or agent, malformed name).
         if (err instanceof ExplainError) throw new AdminError(err.code === 'not_found' ? 404 : 400, err.code, `from: ${err.message}`);

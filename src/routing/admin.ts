@@ -1,5 +1,5 @@
 import type { AgentRuntime } from '../registry/types.js';
-import type { CapabilityRouter, Eligibility } from './router.js';
+import type { CapabilityRouter, Eligibility, RouteExplanation } from './router.js';
 
 export interface RoutingAdminDeps {
   router: CapabilityRouter;
@@ -25,8 +25,7 @@ export function routingAdmin(deps: RoutingAdminDeps) {
     },
     explain(tenant: string, query: { q?: string; tags?: string[] }, from: string | undefined) {
       const eligible: Eligibility = from === undefined ? () => undefined : (agent) => deps.policyAs(from, agent, agent.a2aInterfaces[0]?.path ?? '/');
-      const { decision, considered } = router.explain(tenant, { ...(query.q ? { text: query.q } : {}), ...(query.tags ? { tags: query.tags } : {}) }, eligible);
-      return {
+      const present = ({ decision, considered }: RouteExplanation) => ({
         tenant,
         query,
         decision: decision.agent
@@ -39,9 +38,13 @@ export function routingAdmin(deps: RoutingAdminDeps) {
               alternatives: decision.alternatives.map((agent) => agent.key),
             }
           : { agent: null, reason: decision.reason, closest: decision.closest },
+        ...(decision.scorers ? { scorers: decision.scorers } : {}),
         candidates: considered,
         policyEvaluated: from !== undefined,
-      };
+      });
+      const explanation = router.explainScored(tenant, { ...(query.q ? { text: query.q } : {}), ...(query.tags ? { tags: query.tags } : {}) }, eligible);
+      // A promise only when semantic scorers are configured.
+      return explanation instanceof Promise ? explanation.then(present) : present(explanation);
     },
   };
 }

@@ -5,7 +5,7 @@ export { outlierCounters } from './outlier.js';
 export { RetryBudgets, retryCounters, type RetryReason } from './retry-budget.js';
 export { CapabilityIndex, type CapabilityQuery, type RankedAgent, type SkillMatch } from './capabilities/index.js';
 export { routingSchema, tenantRoutingSchema, type RoutingConfig, type TenantRouting } from './config.js';
-export { CapabilityRouter, type NoRoute, type RouteCandidate, type RouteChoice } from './router.js';
+export { CapabilityRouter, scorerCounters, type NoRoute, type RouteCandidate, type RouteChoice, type RouteExplanation, type ScorerReport } from './router.js';
 export { capabilityRouteStage, CAPABILITY_HEADER, TENANT_A2A_PATH } from './stages.js';
 export { TaskRoutes } from './task-routes.js';
 export { routingAdmin } from './admin.js';

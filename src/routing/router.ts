@@ -1,7 +1,10 @@
 import type { AgentRuntime, AgentView } from '../registry/types.js';
 import type { TenantRecord } from '../store/types.js';
-import { CapabilityIndex, type CapabilityQuery, type MatchExplanation, type RankedAgent } from './capabilities/index.js';
-import type { RoutingConfig, TenantRouting } from './config.js';
+import { CapabilityIndex, type CapabilityQuery, type MatchExplanation, type ScoringCandidate } from './capabilities/index.js';
+import type { RoutingConfig, ScorerConfig, TenantRouting } from './config.js';
+import { buildScorers, countLexicalFallback, runScorer, ScorerFailureLog, type ConfiguredScorer, type ScorerOutcome, type WarnLogger } from './semantic/index.js';
+
+export { scorerCounters } from './semantic/index.js';
 
 /** What the router reads of the registry. */
 export interface RouterRegistry {
@@ -24,6 +27,18 @@ export interface RouteCandidate {
   /** Why it could not be chosen (policy, no healthy endpoint, protocol), if so. */
   excluded?: string;
   matched?: MatchExplanation;
+  /** With semantic scorers: each scorer's score in [0, 1] by name (`lexical` included); `confidence` is then their blend. */
+  scores?: Record<string, number>;
+}
+
+/** How a configured semantic scorer took part in a decision. */
+export interface ScorerReport {
+  name: string;
+  weight: number;
+  ok: boolean;
+  ms: number;
+  /** Why it gave no scores (the decision was then lexical only). */
+  error?: string;
 }
 
 export type RouteVia = 'intent' | 'tags' | 'default-agent';
@@ -37,6 +52,8 @@ export interface RouteChoice {
   /** Next-best agents, in order, for failover when the chosen one cannot be reached. */
   alternatives: AgentRuntime[];
   candidates: RouteCandidate[];
+  /** The semantic scorers of the decision, when configured (see routeScored). */
+  scorers?: ScorerReport[];
 }
 
 export interface NoRoute {
@@ -46,6 +63,7 @@ export interface NoRoute {
   /** The closest skills, best first, to tell the caller what the tenant can do. */
   closest: RouteCandidate[];
   candidates: RouteCandidate[];
+  scorers?: ScorerReport[];
 }
 
 /** Why an agent cannot take this call, or undefined when it can (policy, protocol version). */
@@ -57,6 +75,30 @@ export interface RouterOptions {
   /** Lower is better: how busy the agent is now (the balancer's view of its best endpoint). */
   loadOf?: (agent: AgentRuntime) => number;
   random?: () => number;
+  /** Where scorer failures are logged (at warn, rate-limited). */
+  logger?: WarnLogger;
+  /** Where a scorer's `apiKeyEnv` is looked up (default process.env). */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** A ranked agent as a decision sees it: lexical, or blended with semantic scorers. */
+interface Entry {
+  readonly agentKey: string;
+  /** The best-matching skill (lexically); none for an agent only a semantic scorer matched. */
+  readonly skillId?: string;
+  /** The BM25F score (0 when not matched lexically). */
+  readonly score: number;
+  /** Lexical confidence, or the blended one when `scores` is set. */
+  readonly confidence: number;
+  readonly explanation?: MatchExplanation;
+  readonly scores?: Record<string, number>;
+}
+
+/** The agents a decision may choose (healthy, eligible) and why others were not. */
+interface Gate {
+  readonly excluded: Map<string, string>;
+  readonly runtimes: Map<string, AgentRuntime>;
+  readonly accept: (agentKey: string) => boolean;
 }
 
 /** Default load: in-flight requests per healthy endpoint. */
@@ -73,23 +115,38 @@ export function inflightLoad(agent: AgentRuntime): number {
 
 const healthyCount = (agent: AgentRuntime) => agent.endpoints.reduce((n, endpoint) => n + (endpoint.healthy ? 1 : 0), 0);
 
+/** A decision and every candidate considered, for operators. */
+export interface RouteExplanation {
+  decision: RouteChoice | NoRoute;
+  considered: RouteCandidate[];
+}
+
+const NO_SCORERS: readonly ScorerConfig[] = [];
+
 /**
  * Capability and intent routing: keeps the capability index in step with the registry and picks,
  * for a query (message text and/or tags), the agent that should handle it. Agents that match about
  * equally well (within `tieMargin` of the best score) are chosen between by load (power of two
- * choices); the others follow as failover alternatives.
+ * choices); the others follow as failover alternatives. route() is lexical and synchronous;
+ * routeScored() blends in the configured semantic scorers.
  */
 export class CapabilityRouter {
   readonly index: CapabilityIndex;
   private readonly loadOf: (agent: AgentRuntime) => number;
   private readonly random: () => number;
+  private readonly failureLog: ScorerFailureLog;
   private synonymsKey: string;
+  /** The scorers built for the configuration last seen (by reference, then by content). */
+  private scorerConfigs: readonly ScorerConfig[] = NO_SCORERS;
+  private scorersKey = '[]';
+  private configured: readonly ConfiguredScorer[] = [];
 
   constructor(private readonly opts: RouterOptions) {
     this.synonymsKey = JSON.stringify(opts.config().synonyms);
     this.index = new CapabilityIndex({ synonyms: opts.config().synonyms });
     this.loadOf = opts.loadOf ?? inflightLoad;
     this.random = opts.random ?? Math.random;
+    this.failureLog = new ScorerFailureLog(opts.logger);
   }
 
   /** Indexes every agent the registry holds (start, and after a synonym change). */
@@ -126,27 +183,115 @@ export class CapabilityRouter {
     return ((this.opts.registry.getTenant(tenant)?.spec as { routing?: TenantRouting } | undefined)?.routing ?? {}) as TenantRouting;
   }
 
-  /** Picks the agent for a query, or says why none (with the closest skills). */
+  /** Picks the agent for a query by the lexical ranking alone, or says why none (with the closest skills). */
   route(tenant: string, query: CapabilityQuery, eligible: Eligibility): RouteChoice | NoRoute {
+    const gate = this.gate(eligible);
+    const ranked = this.index.rank(tenant, query, { limit: this.opts.config().intent.maxCandidates, candidates: gate.accept });
+    return this.decide(tenant, query, eligible, ranked, gate, false);
+  }
+
+  /**
+   * route() with the configured semantic scorers (`routing.scorers`) blended in. Without scorers
+   * (the default) or without query text, this is route(), synchronously. Otherwise a promise that
+   * never rejects because of a scorer: a scorer that fails or misses its deadline makes this
+   * decision lexical only (counted, see scorerCounters(), and logged at warn).
+   */
+  routeScored(tenant: string, query: CapabilityQuery, eligible: Eligibility): RouteChoice | NoRoute | Promise<RouteChoice | NoRoute> {
+    const scorers = this.scorers();
+    if (scorers.length === 0 || !query.text?.trim()) return this.route(tenant, query, eligible);
+    return this.routeBlended(tenant, query, eligible, scorers).then(({ decision }) => decision);
+  }
+
+  /** Every candidate with its score, load and health, and what was excluded and why (operators' view); lexical only. */
+  explain(tenant: string, query: CapabilityQuery, eligible: Eligibility): RouteExplanation {
+    return { decision: this.route(tenant, query, eligible), considered: this.considered(tenant, query, eligible) };
+  }
+
+  /** explain() of routeScored(): with scorers, the candidates they scored come first, with each scorer's score. */
+  explainScored(tenant: string, query: CapabilityQuery, eligible: Eligibility): RouteExplanation | Promise<RouteExplanation> {
+    const scorers = this.scorers();
+    if (scorers.length === 0 || !query.text?.trim()) return this.explain(tenant, query, eligible);
+    return this.routeBlended(tenant, query, eligible, scorers).then(({ decision, pool }) => {
+      const lexical = this.considered(tenant, query, eligible);
+      if (pool.length === 0) return { decision, considered: lexical };
+      const scored = new Set(pool.map((entry) => entry.agentKey));
+      return {
+        decision,
+        considered: [...pool.map((entry) => this.candidate(entry, this.runtimeOf(entry.agentKey))), ...lexical.filter((candidate) => !scored.has(candidate.agent))],
+      };
+    });
+  }
+
+  /**
+   * The lexical ranking picks the candidates: the best eligible ones, then (when fewer match) other
+   * eligible agents of the tenant, as many as the largest of maxCandidates and the scorers'. The
+   * scorers score them concurrently; confidence = lexical confidence x (1 - sum of the scorers'
+   * weights) + sum of weight x score; the decision then runs on that confidence.
+   */
+  private async routeBlended(
+    tenant: string,
+    query: CapabilityQuery,
+    eligible: Eligibility,
+    scorers: readonly ConfiguredScorer[],
+  ): Promise<{ decision: RouteChoice | NoRoute; pool: Entry[] }> {
+    const { maxCandidates } = this.opts.config().intent;
+    const gate = this.gate(eligible);
+    const poolSize = scorers.reduce((size, scorer) => Math.max(size, scorer.maxCandidates), maxCandidates);
+    const pool: Entry[] = this.index.rank(tenant, query, { limit: poolSize, candidates: gate.accept });
+    if (pool.length < poolSize) {
+      const ranked = new Set(pool.map((entry) => entry.agentKey));
+      for (const agent of this.index.agentsOf(tenant, query.tags)) {
+        if (pool.length >= poolSize) break;
+        if (ranked.has(agent.agentKey) || gate.excluded.has(agent.agentKey) || !gate.accept(agent.agentKey)) continue;
+        pool.push({ agentKey: agent.agentKey, score: 0, confidence: 0 });
+      }
+    }
+    if (pool.length === 0) return { decision: this.decide(tenant, query, eligible, pool, gate, false), pool };
+
+    const candidates = pool.map((entry) => this.scoringCandidate(tenant, entry.agentKey));
+    const outcomes = await Promise.all(scorers.map((scorer) => runScorer(scorer, tenant, query, candidates.slice(0, scorer.maxCandidates))));
+    const reports = outcomes.map(reportOf);
+    if (outcomes.some((outcome) => !outcome.ok)) {
+      for (const outcome of outcomes) if (!outcome.ok) this.failureLog.report(outcome, tenant);
+      countLexicalFallback();
+      return { decision: { ...this.route(tenant, query, eligible), scorers: reports }, pool: [] };
+    }
+
+    const lexicalWeight = Math.max(0, 1 - scorers.reduce((sum, scorer) => sum + scorer.weight, 0));
+    const blended: Entry[] = pool.map((entry) => {
+      const scores: Record<string, number> = { lexical: round(entry.confidence) };
+      let confidence = lexicalWeight * entry.confidence;
+      for (const outcome of outcomes) {
+        const score = outcome.ok ? (outcome.scores.get(entry.agentKey) ?? 0) : 0;
+        scores[outcome.name] = round(score);
+        confidence += outcome.weight * score;
+      }
+      return {
+        agentKey: entry.agentKey,
+        skillId: entry.skillId,
+        score: entry.score,
+        confidence: Math.min(1, confidence),
+        scores,
+        get explanation() {
+          return entry.explanation;
+        },
+      };
+    });
+    blended.sort((x, y) => y.confidence - x.confidence || y.score - x.score);
+    const decision = this.decide(tenant, query, eligible, blended.slice(0, maxCandidates), gate, true);
+    return { decision: { ...decision, scorers: reports }, pool: blended };
+  }
+
+  /**
+   * The decision over ranked entries (best first): the confidence threshold for text, the tie
+   * margin (on the BM25F score, or on the blended confidence) and power of two choices by load,
+   * the default agent or why none.
+   */
+  private decide(tenant: string, query: CapabilityQuery, eligible: Eligibility, ranked: readonly Entry[], gate: Gate, blended: boolean): RouteChoice | NoRoute {
     const config = this.opts.config().intent;
     const own = this.tenantRouting(tenant);
     const minConfidence = own.minConfidence ?? config.minConfidence;
-    const excluded = new Map<string, string>();
-    const runtimes = new Map<string, AgentRuntime>();
-    const ranked = this.index.rank(tenant, query, {
-      limit: config.maxCandidates,
-      candidates: (key) => {
-        const agent = this.runtimeOf(key);
-        if (!agent) return false;
-        const why = healthyCount(agent) === 0 ? 'no healthy endpoint' : eligible(agent);
-        if (why !== undefined) {
-          excluded.set(key, why);
-          return false;
-        }
-        runtimes.set(key, agent);
-        return true;
-      },
-    });
+    const { excluded, runtimes } = gate;
     const textual = Boolean(query.text && query.text.trim());
     const usable = textual ? ranked.filter((entry) => entry.confidence >= minConfidence) : ranked;
     const candidates = ranked.map((entry) => this.candidate(entry, runtimes.get(entry.agentKey)!));
@@ -161,7 +306,8 @@ export class CapabilityRouter {
     }
     const best = usable[0]!;
     const margin = textual ? config.tieMargin : 1;
-    const ties = usable.filter((entry) => entry.score >= best.score * (1 - margin));
+    const floor = (blended ? best.confidence : best.score) * (1 - margin);
+    const ties = usable.filter((entry) => (blended ? entry.confidence : entry.score) >= floor);
     const chosen = this.powerOfTwo(ties, runtimes);
     const rest = [...ties.filter((entry) => entry !== chosen).sort((x, y) => this.loadOf(runtimes.get(x.agentKey)!) - this.loadOf(runtimes.get(y.agentKey)!)), ...usable.slice(ties.length)];
     return {
@@ -175,32 +321,73 @@ export class CapabilityRouter {
     };
   }
 
-  /** Every candidate with its score, load and health, and what was excluded and why (operators' view). */
-  explain(tenant: string, query: CapabilityQuery, eligible: Eligibility): { decision: RouteChoice | NoRoute; considered: RouteCandidate[] } {
-    const decision = this.route(tenant, query, eligible);
-    const considered = this.index.rank(tenant, query, { limit: Math.max(20, this.opts.config().intent.maxCandidates) }).map((entry) => {
+  /** Whether an agent may be chosen (registered, a healthy endpoint, eligible), recording why not. */
+  private gate(eligible: Eligibility): Gate {
+    const excluded = new Map<string, string>();
+    const runtimes = new Map<string, AgentRuntime>();
+    const accept = (key: string) => {
+      const agent = this.runtimeOf(key);
+      if (!agent) return false;
+      const why = healthyCount(agent) === 0 ? 'no healthy endpoint' : eligible(agent);
+      if (why !== undefined) {
+        excluded.set(key, why);
+        return false;
+      }
+      runtimes.set(key, agent);
+      return true;
+    };
+    return { excluded, runtimes, accept };
+  }
+
+  /** The lexical ranking without eligibility (at least 20), each marked with why it was excluded. */
+  private considered(tenant: string, query: CapabilityQuery, eligible: Eligibility): RouteCandidate[] {
+    return this.index.rank(tenant, query, { limit: Math.max(20, this.opts.config().intent.maxCandidates) }).map((entry) => {
       const agent = this.runtimeOf(entry.agentKey);
       const candidate = this.candidate(entry, agent);
       const why = !agent ? 'not registered' : healthyCount(agent) === 0 ? 'no healthy endpoint' : eligible(agent);
       return why === undefined ? candidate : { ...candidate, excluded: why };
     });
-    return { decision, considered };
+  }
+
+  /** The scorers of the current configuration, rebuilt (caches emptied) when it changes. */
+  private scorers(): readonly ConfiguredScorer[] {
+    const configs = this.opts.config().scorers ?? NO_SCORERS;
+    if (configs === this.scorerConfigs) return this.configured;
+    this.scorerConfigs = configs;
+    const key = JSON.stringify(configs);
+    if (key !== this.scorersKey) {
+      this.scorersKey = key;
+      this.configured = buildScorers(configs, () => this.opts.env ?? process.env);
+    }
+    return this.configured;
+  }
+
+  private scoringCandidate(tenant: string, agentKey: string): ScoringCandidate {
+    const name = agentKey.slice(agentKey.indexOf('/') + 1);
+    const held = this.index.agentSkills(tenant, name);
+    const digest = this.index.agentDigest(tenant, name);
+    return { agentKey, skills: held?.skills ?? [], tags: held?.tags ?? [], ...(digest !== undefined ? { digest } : {}) };
   }
 
   private closestIgnoringEligibility(tenant: string, query: CapabilityQuery): RouteCandidate[] {
     return this.index.rank(tenant, query, { limit: 3 }).map((entry) => this.candidate(entry, this.runtimeOf(entry.agentKey)));
   }
 
-  private candidate(entry: RankedAgent, agent: AgentRuntime | undefined): RouteCandidate {
-    return {
+  private candidate(entry: Entry, agent: AgentRuntime | undefined): RouteCandidate {
+    const candidate: RouteCandidate = {
       agent: entry.agentKey,
       skill: entry.skillId,
       score: round(entry.score),
       confidence: round(entry.confidence),
       load: agent ? round(this.loadOf(agent)) : Number.POSITIVE_INFINITY,
       healthyEndpoints: agent ? healthyCount(agent) : 0,
-      matched: entry.explanation,
+      // Computed when read (an explanation, the JSON of one): a decision alone never reads it.
+      get matched() {
+        return entry.explanation;
+      },
     };
+    if (entry.scores) candidate.scores = entry.scores;
+    return candidate;
   }
 
   private runtimeOf(agentKey: string): AgentRuntime | undefined {
@@ -208,7 +395,7 @@ export class CapabilityRouter {
     return this.opts.registry.findAgent(agentKey.slice(0, slash), agentKey.slice(slash + 1));
   }
 
-  private powerOfTwo(entries: RankedAgent[], runtimes: Map<string, AgentRuntime>): RankedAgent {
+  private powerOfTwo(entries: readonly Entry[], runtimes: Map<string, AgentRuntime>): Entry {
     if (entries.length === 1) return entries[0]!;
     const i = Math.floor(this.random() * entries.length);
     let j = Math.floor(this.random() * (entries.length - 1));
@@ -217,6 +404,12 @@ export class CapabilityRouter {
     const b = entries[j]!;
     return this.loadOf(runtimes.get(b.agentKey)!) < this.loadOf(runtimes.get(a.agentKey)!) ? b : a;
   }
+}
+
+function reportOf(outcome: ScorerOutcome): ScorerReport {
+  const report: ScorerReport = { name: outcome.name, weight: outcome.weight, ok: outcome.ok, ms: Math.round(outcome.ms * 10) / 10 };
+  if (!outcome.ok) report.error = `${outcome.error.reason}: ${outcome.error.message}`;
+  return report;
 }
 
 const round = (value: number) => (Number.isFinite(value) ? Math.round(value * 1000) / 1000 : value);

@@ -161,7 +161,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
     return undefined;
   };
 
-  const routeA2a = (ctx: RequestContext, address: Address, call: A2aCall): void => {
+  const routeA2a = (ctx: RequestContext, address: Address, call: A2aCall): void | Promise<void> => {
     const { tenant } = address;
     const version = call.version;
     const restFor = (agent: AgentRuntime) => a2aInterface(agent, version);
@@ -187,17 +187,25 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
       routeTo(ctx, address, owner, path, [], restFor);
       ctx.routeReason = { to: owner.key, via: ownerOfTask ? 'task' : 'context', method: call.method };
     } else if (call.kind === 'message') {
-      const result: RouteChoice | NoRoute = router.route(tenant, { text: call.text }, eligible);
-      if (!result.agent) throw noRoute(tenant, result, 'this message');
-      routeTo(ctx, address, result.agent, restFor(result.agent)!, result.alternatives, restFor);
-      ctx.routeReason = {
-        to: result.agent.key,
-        via: result.via,
-        method: call.method,
-        ...(result.skill ? { skill: result.skill } : {}),
-        confidence: result.confidence,
-        candidates: result.candidates.slice(0, 3).map((candidate) => `${candidate.agent}:${candidate.score}/${candidate.load}`),
+      const delegate = (result: RouteChoice | NoRoute) => {
+        if (!result.agent) throw noRoute(tenant, result, 'this message');
+        routeTo(ctx, address, result.agent, restFor(result.agent)!, result.alternatives, restFor);
+        ctx.routeReason = {
+          to: result.agent.key,
+          via: result.via,
+          method: call.method,
+          ...(result.skill ? { skill: result.skill } : {}),
+          confidence: result.confidence,
+          candidates: result.candidates.slice(0, 3).map((candidate) => `${candidate.agent}:${candidate.score}/${candidate.load}`),
+          ...(result.scorers ? { scorers: result.scorers.map((scorer) => (scorer.ok ? scorer.name : `${scorer.name}:failed`)) } : {}),
+        };
+        watchIds(ctx, tenant, call.stream);
       };
+      // Synchronous unless semantic scorers are configured.
+      const decision = router.routeScored(tenant, { text: call.text }, eligible);
+      if (decision instanceof Promise) return decision.then(delegate);
+      delegate(decision);
+      return;
     }
     if (call.kind === 'message') watchIds(ctx, tenant, call.stream);
   };
@@ -256,7 +264,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
         throw error;
       }
       ctx.jsonRpcId = call.id;
-      routeA2a(ctx, address, call);
+      return routeA2a(ctx, address, call);
     });
   };
 

@@ -6,6 +6,8 @@ export interface ScoringCandidate {
   readonly agentKey: string;
   readonly skills: readonly Skill[];
   readonly tags: readonly string[];
+  /** The digest of its skills and tags (see skillsDigest), when known: unchanged digest, unchanged skills. */
+  readonly digest?: string;
 }
 
 /**
@@ -15,7 +17,7 @@ export interface ScoringCandidate {
  */
 export interface Scorer {
   readonly name: string;
-  score(tenant: string, query: CapabilityQuery, candidates: readonly ScoringCandidate[]): Promise<Map<string, number>>;
+  score(tenant: string, query: CapabilityQuery, candidates: readonly ScoringCandidate[], signal?: AbortSignal): Promise<Map<string, number>>;
 }
 
 /** The index's BM25F ranking as a Scorer: each candidate's confidence. */
