@@ -141,6 +141,7 @@ describe('the tenant as one A2A agent: intent routing to specialists', () => {
     gw = await startTestGateway({
       // No active health checks: the gateway learns that an agent died from the failed delegation itself.
       healthCheck: { enabled: false },
+      routing: { intent: { jsonField: '/input/question' } },
       tenants: [{ name: 'acme', agents: [...agents].map(([name, agent]) => ({ name, endpoints: [agent.url] })) }],
     });
     tenantBase = `${gw.plainUrl}/tenants/acme`;
@@ -259,6 +260,23 @@ describe('the tenant as one A2A agent: intent routing to specialists', () => {
     } finally {
       db.close();
     }
+  });
+
+  it('a plain JSON request is routed by the configured field of its body, forwarded as is', async () => {
+    const marks = markAll(agents);
+    const res = await fetch(`${tenantBase}/ask?lang=en`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ input: { question: 'Please review the liability clause of our NDA' } }),
+    });
+    assert.equal(res.headers.get('x-dmsc-routed-to'), 'acme/legal');
+    await res.arrayBuffer();
+    const seen = agents.get('legal')!.seen.slice(marks.get('legal'));
+    assert.deepEqual(seen.map((s) => `${s.method} ${s.path}`), ['POST /ask?lang=en']);
+
+    const missing = await fetch(`${tenantBase}/ask`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"input":{}}' });
+    assert.equal(missing.status, 400);
+    assert.match(((await missing.json()) as { error: { message: string } }).error.message, /\/input\/question/);
   });
 
   it('GetTask on a task the gateway never routed is a TaskNotFound error', async () => {

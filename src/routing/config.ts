@@ -106,6 +106,12 @@ export const routingSchema = z
         tieMargin: z.number().min(0).max(1).default(0.15),
         /** How many ranked agents a decision considers (the chosen one and its failover alternatives). */
         maxCandidates: z.number().int().min(1).max(100).default(8),
+        /**
+         * For plain JSON requests to /tenants/<t>/<path> (not A2A): the JSON Pointer (RFC 6901) of the
+         * string field holding the query text, e.g. "/question". Unset: such requests need a
+         * capability header.
+         */
+        jsonField: z.string().regex(/^(\/([^~]|~[01])*)+$/, 'must be a JSON Pointer such as /query or /input/text').optional(),
       })
       .strict()
       .prefault({}),

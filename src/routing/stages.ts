@@ -74,6 +74,23 @@ function parseTags(value: string): string[] {
   return tags;
 }
 
+/** RFC 6901: the value `pointer` designates in `document`, or undefined. */
+function valueAt(document: unknown, pointer: string): unknown {
+  let value = document;
+  for (const raw of pointer.split('/').slice(1)) {
+    const token = raw.replaceAll('~1', '/').replaceAll('~0', '~');
+    if (Array.isArray(value)) value = /^(0|[1-9][0-9]*)$/.test(token) ? value[Number(token)] : undefined;
+    else if (value !== null && typeof value === 'object' && Object.hasOwn(value, token)) value = (value as Record<string, unknown>)[token];
+    else return undefined;
+  }
+  return value;
+}
+
+function isJson(ctx: RequestContext): boolean {
+  const type = ctx.req.headers['content-type'];
+  return typeof type === 'string' && /^application\/(?:[\w.+-]+\+)?json\b/i.test(type);
+}
+
 function a2aInterface(agent: AgentRuntime, version: A2aVersion): string | undefined {
   return agent.a2aInterfaces.find((entry) => entry.version === version)?.path;
 }
@@ -161,6 +178,41 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
     return undefined;
   };
 
+  /** A plain JSON request to the tenant: the query text is the configured field of its body. */
+  const routeByJsonField = (ctx: RequestContext, address: Address, pointer: string): Promise<void> => {
+    const limit = config().intent.maxBodyBytes;
+    const rest = normalizeRest(address.rest);
+    const path = pathOf(rest);
+    return readBody(ctx, limit).then((body) => {
+      if (!body.complete) throw errors.bodyTooLarge(limit);
+      let document: unknown;
+      try {
+        document = JSON.parse(Buffer.concat(body.chunks, body.length).toString('utf8'));
+      } catch {
+        throw errors.badRequest(`the body is not JSON: intent routing reads the text at ${pointer}`);
+      }
+      const text = valueAt(document, pointer);
+      if (typeof text !== 'string' || !text.trim()) throw errors.badRequest(`intent routing reads a string at ${pointer} of the JSON body; there is none`);
+      const eligible: Eligibility = (agent) => deps.policyCheck(ctx, agent, path);
+      const delegate = (result: RouteChoice | NoRoute) => {
+        if (!result.agent) throw noRoute(address.tenant, result, 'this request');
+        routeTo(ctx, address, result.agent, rest, result.alternatives, () => rest);
+        ctx.routeReason = {
+          to: result.agent.key,
+          via: result.via,
+          field: pointer,
+          ...(result.skill ? { skill: result.skill } : {}),
+          confidence: result.confidence,
+          candidates: result.candidates.slice(0, 3).map((candidate) => `${candidate.agent}:${candidate.score}/${candidate.load}`),
+        };
+      };
+      const decision = router.routeScored(address.tenant, { text: text.slice(0, config().intent.maxTextChars) }, eligible);
+      if (decision instanceof Promise) return decision.then(delegate);
+      delegate(decision);
+      return undefined;
+    });
+  };
+
   const routeA2a = (ctx: RequestContext, address: Address, call: A2aCall): void | Promise<void> => {
     const { tenant } = address;
     const version = call.version;
@@ -243,9 +295,13 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
     }
     const header = ctx.req.headers[CAPABILITY_HEADER];
     if (typeof header === 'string') return routeByTags(ctx, address, parseTags(header), normalizeRest(address.rest));
+    const jsonField = config().intent.jsonField;
+    if (path !== TENANT_A2A_PATH && path !== TENANT_A2A_PATH + '/' && jsonField !== undefined && method === 'POST' && isJson(ctx)) {
+      return routeByJsonField(ctx, address, jsonField);
+    }
     if (path !== TENANT_A2A_PATH && path !== TENANT_A2A_PATH + '/') {
       throw errors.notFound(
-        `/tenants/${address.tenant}: use ${TENANT_A2A_PATH} (A2A JSON-RPC), /.well-known/agent-card.json, or a ${CAPABILITY_HEADER} header`,
+        `/tenants/${address.tenant}: use ${TENANT_A2A_PATH} (A2A JSON-RPC), /.well-known/agent-card.json, a ${CAPABILITY_HEADER} header, or (with routing.intent.jsonField) a JSON POST`,
       );
     }
     if (method !== 'POST') throw new GatewayError(405, 'method_not_allowed', `the tenant's A2A endpoint takes POST (JSON-RPC)`, { allow: 'POST' });
