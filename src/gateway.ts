@@ -293,6 +293,9 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       routing: routingAdmin({
         router,
         tenants: () => registry.listTenants().map((tenant) => tenant.name),
+        findAgent: (tenant, agent) => registry.findAgent(tenant, agent),
+        reachableBy: (viewer, agent) =>
+          tenancy.policy.decide({ tenant: viewer, labels: [] }, tenancy.target(agent), { method: 'POST', path: agent.a2aInterfaces[0]?.path ?? '/', dataTags: [] }).allow,
         policyAs: (from, agent, path) => {
           const decision = tenancy.explain(from, agent.key, { method: 'POST', path }).decision;
           return decision.allow ? undefined : `policy: ${decision.code}${decision.rule ? ` (${decision.rule})` : ''}`;

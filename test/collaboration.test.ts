@@ -142,7 +142,23 @@ describe('the tenant as one A2A agent: intent routing to specialists', () => {
       // No active health checks: the gateway learns that an agent died from the failed delegation itself.
       healthCheck: { enabled: false },
       routing: { intent: { jsonField: '/input/question' } },
-      tenants: [{ name: 'acme', agents: [...agents].map(([name, agent]) => ({ name, endpoints: [agent.url] })) }],
+      tenants: [
+        {
+          name: 'acme',
+          agents: [...agents].map(([name, agent]) => ({ name, endpoints: [agent.url] })),
+          // acme's agents may call out to globex and initech; only globex lets them in.
+          policy: { rules: [{ name: 'out', to: { tenant: 'globex' } }, { name: 'out-2', to: { tenant: 'initech' } }] },
+        },
+        {
+          name: 'globex',
+          policy: { rules: [{ name: 'acme-in', from: { tenant: 'acme' } }] },
+          agents: [{ name: 'auditor', endpoints: ['http://127.0.0.1:9'], skills: [{ id: 'sox-audit', name: 'SOX audit', description: 'Audits financial controls for SOX compliance', tags: ['finance'] }] }],
+        },
+        {
+          name: 'initech',
+          agents: [{ name: 'controller', endpoints: ['http://127.0.0.1:9'], skills: [{ id: 'sox-review', name: 'SOX review', description: 'Reviews financial controls for SOX compliance', tags: ['finance'] }] }],
+        },
+      ],
     });
     tenantBase = `${gw.plainUrl}/tenants/acme`;
     // Cards are fetched when agents register; wait until the index holds every specialist's skills.
@@ -260,6 +276,17 @@ describe('the tenant as one A2A agent: intent routing to specialists', () => {
     } finally {
       db.close();
     }
+  });
+
+  it("lists the skills a tenant may reach: its own and other tenants' only where both policies consent", async () => {
+    const reachable = await gw.admin('GET', `/admin/v1/tenants/acme/capabilities?q=${encodeURIComponent('SOX financial controls audit')}`);
+    assert.equal(reachable.status, 200);
+    const agentsSeen = new Set(reachable.body.skills.map((s: { tenant: string; agent: string }) => `${s.tenant}/${s.agent}`));
+    assert.ok(agentsSeen.has('globex/auditor'), JSON.stringify([...agentsSeen]));
+    assert.ok(!agentsSeen.has('initech/controller'), 'initech does not let acme in');
+    // The operator's search sees every tenant.
+    const all = await gw.admin('GET', `/admin/v1/capabilities?q=${encodeURIComponent('SOX financial controls audit')}`);
+    assert.ok(all.body.skills.some((s: { tenant: string }) => s.tenant === 'initech'));
   });
 
   it('a plain JSON request is routed by the configured field of its body, forwarded as is', async () => {

@@ -11,7 +11,7 @@ export interface CapabilityQueryInput {
 /** Capability search and route explanations, as the gateway's router answers them. */
 export interface AdminRouting {
   /** Skills matching the query in these tenants (all tenants when undefined), best first. */
-  search(tenants: readonly string[] | undefined, query: CapabilityQueryInput, limit: number): unknown[];
+  search(tenants: readonly string[] | undefined, query: CapabilityQueryInput, limit: number, viewer?: string): unknown[];
   /**
    * What the router would decide for the query in `tenant`, with every candidate's score, load and
    * health; `from` (`<tenant>/<agent>` or "anonymous") evaluates the policy as that caller.
@@ -30,6 +30,8 @@ const capabilitiesQuery = z
     limit: z.string().regex(/^[0-9]{1,3}$/).optional().describe('at most this many skills (default 20, at most 200)'),
   })
   .strict();
+
+const reachableQuery = capabilitiesQuery.omit({ tenant: true });
 
 const routeExplainQuery = z
   .object({
@@ -75,11 +77,23 @@ function routingOrThrow(ctx: AdminContext): AdminRouting {
   return ctx.routing;
 }
 
-function queryOf(q: string | undefined, tags: string | undefined): CapabilityQueryInput {
-  const list = (tags ?? '')
+/** A search's text and tags (both optional: nothing lists every skill). */
+function searchQuery(query: Record<string, string | undefined>): CapabilityQueryInput {
+  const q = query.q?.trim();
+  const tags = splitTags(query.tags);
+  return { ...(q ? { q } : {}), ...(tags.length ? { tags } : {}) };
+}
+
+const searchLimit = (query: Record<string, string | undefined>) => Math.min(Number(query.limit ?? 20), 200);
+
+const splitTags = (tags: string | undefined) =>
+  (tags ?? '')
     .split(',')
     .map((tag) => tag.trim())
     .filter(Boolean);
+
+function queryOf(q: string | undefined, tags: string | undefined): CapabilityQueryInput {
+  const list = splitTags(tags);
   if (!q?.trim() && list.length === 0) throw new AdminError(400, 'invalid', 'give q (text) or tags, or both');
   return { ...(q?.trim() ? { q } : {}), ...(list.length ? { tags: list } : {}) };
 }
@@ -99,14 +113,25 @@ export const routingRoutes: readonly Route[] = [
     handle: ({ query }, ctx) => {
       const routing = routingOrThrow(ctx);
       if (query.tenant !== undefined) tenantOrThrow(ctx.registry, query.tenant);
-      const limit = Math.min(Number(query.limit ?? 20), 200);
-      const q = query.q?.trim();
-      const tags = (query.tags ?? '')
-        .split(',')
-        .map((tag) => tag.trim())
-        .filter(Boolean);
-      const skills = routing.search(query.tenant === undefined ? undefined : [query.tenant], { ...(q ? { q } : {}), ...(tags.length ? { tags } : {}) }, limit);
+      const skills = routing.search(query.tenant === undefined ? undefined : [query.tenant], searchQuery(query), searchLimit(query));
       return { status: 200, json: { skills } };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/admin/v1/tenants/{tenant}/capabilities',
+    operationId: 'searchReachableCapabilities',
+    tenantReadable: true,
+    summary: "Skills a tenant's agents may reach: its own and other tenants' where both tenants' policies allow it",
+    tag: 'agents',
+    auth: true,
+    query: reachableQuery,
+    responses: { 200: { description: 'matching skills, best first', schema: skillMatchList } },
+    errors: [404, 501],
+    handle: ({ params, query }, ctx) => {
+      const routing = routingOrThrow(ctx);
+      tenantOrThrow(ctx.registry, params.tenant!);
+      return { status: 200, json: { skills: routing.search(undefined, searchQuery(query), searchLimit(query), params.tenant!) } };
     },
   },
   {

@@ -31,17 +31,18 @@ export const routingCommands: Command[] = [
     summary: 'search the capability registry: skills of every agent (Agent Cards and config), best match first',
     options: {
       tenant: { type: 'string', placeholder: 'TENANT', help: 'only this tenant' },
+      'reachable-by': { type: 'string', placeholder: 'TENANT', help: "what this tenant's agents may reach: its own skills and other tenants' where both policies allow" },
       limit: { type: 'string', placeholder: 'N', help: 'at most N skills (default 20)' },
       ...QUERY_OPTIONS,
       ...API_OPTIONS,
     },
     async run(context) {
-      const body = (await apiFor(context).call('GET', ['capabilities'], undefined, {
-        q: context.positionals[0],
-        tags: stringValue(context.values, 'tags'),
-        tenant: stringValue(context.values, 'tenant'),
-        limit: stringValue(context.values, 'limit'),
-      })) as { skills: SkillMatchView[] };
+      const viewer = stringValue(context.values, 'reachable-by');
+      if (viewer && stringValue(context.values, 'tenant')) throw new UsageError('give --tenant or --reachable-by, not both', 'capabilities search');
+      const query = { q: context.positionals[0], tags: stringValue(context.values, 'tags'), limit: stringValue(context.values, 'limit') };
+      const body = (await (viewer
+        ? apiFor(context).call('GET', ['tenants', viewer, 'capabilities'], undefined, query)
+        : apiFor(context).call('GET', ['capabilities'], undefined, { ...query, tenant: stringValue(context.values, 'tenant') }))) as { skills: SkillMatchView[] };
       return show(context, body, () =>
         formatTable(
           ['TENANT', 'AGENT', 'SKILL', 'NAME', 'TAGS', 'CONFIDENCE'],

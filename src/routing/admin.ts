@@ -6,14 +6,29 @@ export interface RoutingAdminDeps {
   tenants: () => string[];
   /** Why `from` (`<tenant>/<agent>` or "anonymous") may not call `agent` at `path`, or undefined (the policy's explain). */
   policyAs: (from: string, agent: AgentRuntime, path: string) => string | undefined;
+  /** Whether the policy lets callers of tenant `viewer` (as a tenant: rules that need a particular agent or label do not count) reach `agent`. */
+  reachableBy: (viewer: string, agent: AgentRuntime) => boolean;
+  findAgent: (tenant: string, agent: string) => AgentRuntime | undefined;
 }
 
 /** The Admin API's view of capability routing: registry search and route explanations. */
 export function routingAdmin(deps: RoutingAdminDeps) {
   const { router } = deps;
   return {
-    search(tenants: readonly string[] | undefined, query: { q?: string; tags?: string[] }, limit: number) {
-      return router.index.search(tenants ?? deps.tenants(), { ...(query.q ? { text: query.q } : {}), ...(query.tags ? { tags: query.tags } : {}) }, { limit }).map((match) => ({
+    /** With `viewer`: every tenant's skills that tenant may reach (its own, and others' where both policies allow). */
+    search(tenants: readonly string[] | undefined, query: { q?: string; tags?: string[] }, limit: number, viewer?: string) {
+      const q = { ...(query.q ? { text: query.q } : {}), ...(query.tags ? { tags: query.tags } : {}) };
+      let matches = router.index.search(tenants ?? deps.tenants(), q, { limit: viewer === undefined ? limit : Math.max(limit * 5, 100) });
+      if (viewer !== undefined) {
+        matches = matches
+          .filter((match) => {
+            if (match.tenant === viewer) return true;
+            const agent = deps.findAgent(match.tenant, match.agent);
+            return agent !== undefined && deps.reachableBy(viewer, agent);
+          })
+          .slice(0, limit);
+      }
+      return matches.map((match) => ({
         tenant: match.tenant,
         agent: match.agent,
         skillId: match.skillId,
