@@ -1,8 +1,9 @@
 // The cost of intent matching (CapabilityIndex.rank) at 10,000 agents x 10 skills = 100,000 skills:
 // one tenant holding all of them (the worst case), and the same agents spread over 100 tenants.
-// Skills are synthetic: a vocabulary of --words pseudo-words, each skill's text drawn half from a
-// global Zipf distribution (words shared by all, like "data" or "request") and half from the
-// Zipf distribution of its agent's topic (one of 500 topics with 150 words each); 300 tags.
+// Skills are synthetic (bench/skill-corpus.ts): a vocabulary of --words pseudo-words, each skill's
+// text drawn half from a global Zipf distribution (words shared by all, like "data" or "request")
+// and half from the Zipf distribution of its agent's topic (one of 500 topics with 150 words each);
+// 300 tags.
 // Queries are 5-30 word texts: words of one target skill, words from the global distribution and
 // English stop words. Each rank() call (text analysis included, limit 5) is timed on its own, in
 // wall time (process.hrtime.bigint) and in process CPU time (process.cpuUsage, which leaves out
@@ -15,7 +16,8 @@
 import os from 'node:os';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { CapabilityIndex, type CapabilityIndexOptions, type Skill } from '../src/routing/capabilities/index.js';
+import { CapabilityIndex, type CapabilityIndexOptions } from '../src/routing/capabilities/index.js';
+import { percentile, skillCorpus } from './skill-corpus.js';
 
 const arg = (name: string, fallback: number): number => {
   const index = process.argv.indexOf(name);
@@ -26,9 +28,6 @@ const SKILLS_PER_AGENT = 10;
 const QUERIES = arg('--queries', 20_000);
 const WORDS = arg('--words', 5_000);
 const TENANTS_SPREAD = 100;
-const TOPICS = 500;
-const TOPIC_WORDS = 150;
-const TAGS = 300;
 const UPDATES = 1_000;
 /** Best of this many rounds of rank() timings, by p99: the machine may be shared. */
 const ROUNDS = arg('--rounds', 3);
@@ -40,94 +39,7 @@ const BOUNDS: CapabilityIndexOptions = {
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
-let seed = arg('--seed', 7) >>> 0;
-function random(): number {
-  seed = (seed + 0x6d2b79f5) >>> 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-const between = (low: number, high: number): number => low + Math.floor(random() * (high - low + 1));
-const pick = <T>(values: readonly T[]): T => values[Math.floor(random() * values.length)]!;
-
-/** Samples indexes 0..n-1 with P(i) proportional to 1 / (i + 1)^exponent. */
-function zipf(n: number, exponent = 1): () => number {
-  const cumulative = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) cumulative[i] = sum += 1 / (i + 1) ** exponent;
-  return () => {
-    const target = random() * sum;
-    let low = 0;
-    let high = n - 1;
-    while (low < high) {
-      const middle = (low + high) >>> 1;
-      if (cumulative[middle]! < target) low = middle + 1;
-      else high = middle;
-    }
-    return low;
-  };
-}
-
-const SYLLABLES = ['ka', 'lo', 'mi', 'ner', 'sta', 'vo', 'tri', 'dex', 'pul', 'gra', 'fen', 'qui', 'ros', 'bel', 'cor', 'zan', 'ith', 'mur', 'oph', 'sel'];
-const vocabulary = [...new Set(Array.from({ length: WORDS * 3 }, () => Array.from({ length: between(2, 4) }, () => pick(SYLLABLES)).join('')))].slice(0, WORDS);
-const globalWord = zipf(vocabulary.length);
-const topicWordRank = zipf(TOPIC_WORDS);
-const topics = Array.from({ length: TOPICS }, () => Array.from({ length: TOPIC_WORDS }, () => pick(vocabulary)));
-const tagRank = zipf(TAGS);
-const tags = Array.from({ length: TAGS }, (_, i) => `tag-${i}`);
-const STOP = ['the', 'a', 'to', 'of', 'my', 'i', 'is', 'for', 'can', 'you', 'please', 'how', 'do', 'with', 'on', 'and'];
-
-function words(topic: readonly string[], count: number): string {
-  return Array.from({ length: count }, () => (random() < 0.5 ? vocabulary[globalWord()]! : topic[topicWordRank()]!)).join(' ');
-}
-
-function agentSkills(agent: number, version: number): Skill[] {
-  const topic = topics[agent % TOPICS]!;
-  return Array.from({ length: SKILLS_PER_AGENT }, (_, s) => ({
-    id: `skill-${s}-${version}`,
-    name: words(topic, between(2, 4)),
-    description: words(topic, between(8, 25)),
-    examples: Array.from({ length: between(0, 3) }, () => words(topic, between(4, 10))),
-    tags: Array.from({ length: between(1, 3) }, () => tags[tagRank()]!),
-  }));
-}
-
-interface Agent {
-  tenant: string;
-  name: string;
-  skills: Skill[];
-  tags: string[];
-}
-
-const agents: Agent[] = Array.from({ length: AGENTS }, (_, i) => ({
-  tenant: '',
-  name: `agent-${i}`,
-  skills: agentSkills(i, 0),
-  tags: Array.from({ length: between(1, 2) }, () => tags[tagRank()]!),
-}));
-
-interface Query {
-  tenant: string;
-  text: string;
-  target: string;
-}
-
-function queryFor(agent: Agent): Query {
-  const skill = pick(agent.skills);
-  const own = [skill.name, skill.description ?? '', ...(skill.examples ?? [])].join(' ').split(' ');
-  const length = between(5, 30);
-  const text: string[] = [];
-  for (let i = 0; i < length; i++) {
-    const kind = random();
-    text.push(kind < 0.45 ? pick(own) : kind < 0.7 ? vocabulary[globalWord()]! : pick(STOP));
-  }
-  return { tenant: agent.tenant, text: text.join(' '), target: `${agent.tenant}/${agent.name}` };
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
+const { pick, vocabulary, agents, agentSkills, queryFor } = skillCorpus({ agents: AGENTS, words: WORDS, seed: arg('--seed', 7), skillsPerAgent: SKILLS_PER_AGENT });
 
 /** JS heap plus typed-array backing stores, after a full gc. */
 function memoryMb(): number {

@@ -123,6 +123,22 @@ export interface RouteExplanation {
 
 const NO_SCORERS: readonly ScorerConfig[] = [];
 
+/** The entry a candidate was made of (not enumerable: not in its JSON or in copies). */
+const ENTRY = Symbol('entry');
+/**
+ * A candidate's `matched`, computed when read (an explanation, the JSON of one): a decision alone
+ * never reads it. One getter for all candidates: a getter written in each object literal makes a
+ * dictionary-mode object (~0.4 µs) whose accessor keeps the decision's objects alive through minor
+ * GCs (bench/routing.ts, 10,000 agents: ~3 MB promoted per scavenge, ~10 ms scavenges, against ~0).
+ */
+const MATCHED: PropertyDescriptor = {
+  enumerable: true,
+  configurable: true,
+  get(this: { [ENTRY]: Entry }) {
+    return this[ENTRY].explanation;
+  },
+};
+
 /**
  * Capability and intent routing: keeps the capability index in step with the registry and picks,
  * for a query (message text and/or tags), the agent that should handle it. Agents that match about
@@ -381,11 +397,9 @@ export class CapabilityRouter {
       confidence: round(entry.confidence),
       load: agent ? round(this.loadOf(agent)) : Number.POSITIVE_INFINITY,
       healthyEndpoints: agent ? healthyCount(agent) : 0,
-      // Computed when read (an explanation, the JSON of one): a decision alone never reads it.
-      get matched() {
-        return entry.explanation;
-      },
     };
+    Object.defineProperty(candidate, ENTRY, { value: entry });
+    Object.defineProperty(candidate, 'matched', MATCHED);
     if (entry.scores) candidate.scores = entry.scores;
     return candidate;
   }

@@ -33,6 +33,12 @@ import { SKILL_FIELDS } from './types.js';
  * there costs ~200 ns): a term in at least 1/64 of the documents (and 1,024) also keeps a dense
  * byte array of its quantized impacts, indexed by document, that rescoring reads directly; a
  * rarer term is rescored by walking its (short) postings against a bit set of the kept documents.
+ *
+ * An agent filter (the router's: registered, healthy, allowed by policy) costs far more per agent
+ * than scoring, so it is asked about as few agents as give the same result as filtering every
+ * document: the pruning threshold and the final selection walk the best first until they have
+ * enough accepted agents; the documents kept for rescoring are the best accepted ones up to
+ * maxRescoredDocuments, found by asking about the best documents first (about that many agents).
  */
 
 const FIELD_COUNT = SKILL_FIELDS.length;
@@ -45,6 +51,10 @@ const REFRESH_POSTINGS_PER_CHANGE = 100_000;
 const PRUNE_CHECK_DF = 256;
 /** The pruning threshold is taken over at most this many of the documents found first (a lower bound, so still exact). */
 const THRESHOLD_SAMPLE = 256;
+/** The most candidates selectAllowed ranks unfiltered (TopK keeps at most 64 in order as they come). */
+const SELECT_ALLOWED_MAX = 64;
+/** How many refused agents bestAllowed skips (one pass each) before filtering every document instead. */
+const BEST_ALLOWED_ATTEMPTS = 4;
 /** A term gets a dense impact array from this document frequency on, and this share of the documents. */
 const DENSE_MIN_DF = 1024;
 const DENSE_SHARE = 64;
@@ -154,15 +164,20 @@ export class TenantIndex {
   private factors = new Float32Array(0);
   private agentOfDoc = new Int32Array(0);
 
-  private agentSlots: (AgentEntry | undefined)[] = [];
+  /** Agent keys by slot (what the agent filter is asked about). */
+  private agentKeys: (string | undefined)[] = [];
   private readonly freeAgentSlots: number[] = [];
 
   // Scratch state of one query (queries are synchronous, so one set per tenant suffices).
   private clock = 0;
   private scores = new Float32Array(0);
+  /** The bit patterns of `scores` (the same memory), which order like the scores. */
+  private scoreBits = new Uint32Array(0);
+  private readonly sampleOrder = new Float64Array(THRESHOLD_SAMPLE);
   private touched = new Int32Array(0);
   private kept = new Int32Array(0);
   private keptScores = new Float64Array(0);
+  private keptBuckets = new Uint8Array(0);
   /** One bit per document, set for the kept ones during a rescore (small enough to stay in cache). */
   private keptBits = new Uint32Array(0);
   private eligibleMark = new Uint32Array(0);
@@ -186,10 +201,10 @@ export class TenantIndex {
   }
 
   addAgent(name: string, key: string, skills: readonly Skill[], agentTags: readonly string[], digest: string): void {
-    const slot = this.freeAgentSlots.pop() ?? this.agentSlots.length;
+    const slot = this.freeAgentSlots.pop() ?? this.agentKeys.length;
     const agent: AgentEntry = { name, key, slot, tags: uniqueTags(agentTags), skills, digest, docs: [] };
     this.agents.set(name, agent);
-    this.agentSlots[slot] = agent;
+    this.agentKeys[slot] = key;
     this.ensureAgentCapacity(slot + 1);
     for (const skill of skills) agent.docs.push(this.addDoc(skill, agent));
     this.refreshFactorsIfDrifted();
@@ -200,7 +215,7 @@ export class TenantIndex {
     if (!agent) return false;
     for (const doc of agent.docs) this.removeDoc(doc);
     this.agents.delete(name);
-    this.agentSlots[agent.slot] = undefined;
+    this.agentKeys[agent.slot] = undefined;
     this.freeAgentSlots.push(agent.slot);
     this.refreshFactorsIfDrifted();
     return true;
@@ -232,7 +247,9 @@ export class TenantIndex {
     const resolved = this.resolve(queryTerms);
 
     const found = resolved.length > 0 ? this.accumulate(resolved, filter, query, perAgent, limit, isAllowed) : NOTHING_FOUND;
-    const best = this.selectTop(found.candidates, found.count, perAgent, limit, isAllowed, true).sorted();
+    const best = isAllowed
+      ? this.selectAllowed(found.candidates, found.count, perAgent, limit, isAllowed)
+      : this.selectTop(found.candidates, found.count, perAgent, limit, undefined, true).sorted();
     const hits: Hit[] = [];
     const ideal = this.idealScore(queryTerms, resolved);
     for (const { id, score } of best) {
@@ -343,14 +360,15 @@ export class TenantIndex {
     for (let i = 0; i < touchedCount; i++) {
       const doc = this.touched[i]!;
       const score = scores[doc]!;
-      if (score + reach >= threshold && (!isAllowed || isAllowed(this.agentOfDoc[doc]!))) {
+      if (score + reach >= threshold) {
         kept[keptCount] = doc;
         keptScores[keptCount++] = score;
         if (score > best) best = score;
       }
     }
     const cap = this.settings.maxRescoredDocuments;
-    if (keptCount > cap) keptCount = keepBest(kept, keptScores, keptCount, cap, best);
+    // Within the cap, refused documents are rescored too (harmless: the final selection skips them).
+    if (keptCount > cap) keptCount = isAllowed ? this.keepAllowed(keptCount, cap, isAllowed) : keepBest(kept, keptScores, keptCount, cap, best);
     const keptBits = this.keptBits;
     for (let i = 0; i < keptCount; i++) {
       const doc = kept[i]!;
@@ -380,11 +398,98 @@ export class TenantIndex {
   }
 
   /**
+   * Of the first `count` (more than `cap`) documents of this.kept, keeps those of allowed agents,
+   * then as keepBest would of those (the same documents in the same order), asking the filter about
+   * the agents of the best documents only: the filter (policy, health) costs far more per agent
+   * than a pass over scores, and keepBest cuts most documents that reach the rescoring bound anyway.
+   */
+  private keepAllowed(count: number, cap: number, isAllowed: (slot: number) => boolean): number {
+    const { kept, keptScores, agentOfDoc } = this;
+    const allowedAt = (i: number): boolean => isAllowed(agentOfDoc[kept[i]!]!);
+    const bestAllowed = this.bestAllowed(count, allowedAt);
+    if (bestAllowed > 0) return keepBestAllowed(kept, keptScores, this.keptBuckets, count, cap, bestAllowed, allowedAt);
+    let allowed = 0;
+    let best = 0;
+    for (let i = 0; i < count; i++) {
+      if (!allowedAt(i)) continue;
+      const score = keptScores[i]!;
+      kept[allowed] = kept[i]!;
+      keptScores[allowed++] = score;
+      if (score > best) best = score;
+    }
+    return allowed > cap ? keepBest(kept, keptScores, allowed, cap, best) : allowed;
+  }
+
+  /**
+   * The best score among the first `count` kept documents of allowed agents, found by asking about
+   * the agent of the best remaining document a few times; -1 if those were all refused.
+   */
+  private bestAllowed(count: number, allowedAt: (i: number) => boolean): number {
+    const { kept, keptScores, agentOfDoc, agentMark } = this;
+    const refused = this.tick();
+    for (let attempt = 0; attempt < BEST_ALLOWED_ATTEMPTS; attempt++) {
+      let at = -1;
+      let top = 0;
+      for (let i = 0; i < count; i++) {
+        if (keptScores[i]! > top && agentMark[agentOfDoc[kept[i]!]!] !== refused) {
+          top = keptScores[i]!;
+          at = i;
+        }
+      }
+      if (at < 0) return -1;
+      if (allowedAt(at)) return top;
+      agentMark[agentOfDoc[kept[at]!]!] = refused;
+    }
+    return -1;
+  }
+
+  /**
    * A lower bound of the `limit`-th best (partial) score among touched documents or agents: taken
-   * over the first THRESHOLD_SAMPLE of them only, 0 if fewer than `limit`.
+   * over the first THRESHOLD_SAMPLE of them only, 0 if fewer than `limit`. With an agent filter,
+   * the sample is walked best first, so the filter is asked about the best agents only.
    */
   private threshold(touchedCount: number, perAgent: boolean, limit: number, isAllowed: AgentFilter): number {
-    return this.selectTop(this.touched, Math.min(touchedCount, THRESHOLD_SAMPLE), perAgent, limit, isAllowed, false).floor;
+    const count = Math.min(touchedCount, THRESHOLD_SAMPLE);
+    if (!isAllowed) return this.selectTop(this.touched, count, perAgent, limit, undefined, false).floor;
+    const { touched, scoreBits, agentOfDoc, agentMark } = this;
+    // Non-negative float32 scores sort like their bit patterns; the low bits carry the sample index.
+    const order = this.sampleOrder;
+    for (let i = 0; i < count; i++) order[i] = scoreBits[touched[i]!]! * THRESHOLD_SAMPLE + i;
+    const sorted = order.subarray(0, count).sort();
+    const top = new TopK(limit);
+    const seen = this.tick();
+    let offered = 0;
+    for (let i = count - 1; i >= 0 && offered < limit; i--) {
+      const doc = touched[sorted[i]! % THRESHOLD_SAMPLE]!;
+      const slot = agentOfDoc[doc]!;
+      if (perAgent) {
+        if (agentMark[slot] === seen) continue;
+        agentMark[slot] = seen;
+      }
+      if (!isAllowed(slot)) continue;
+      top.offer(this.scores[doc]!, doc);
+      offered++;
+    }
+    return top.floor;
+  }
+
+  /**
+   * selectTop(..., isAllowed, true).sorted(), asking the filter about the best agents only: the
+   * best of all agents (or documents) in order, a few more than `limit`, then more if too many of
+   * those were refused, and at last all of them.
+   */
+  private selectAllowed(list: Int32Array, count: number, perAgent: boolean, limit: number, isAllowed: (slot: number) => boolean): { id: number; score: number }[] {
+    for (let asked = 2 * limit; asked <= SELECT_ALLOWED_MAX; asked *= 4) {
+      const best = this.selectTop(list, count, perAgent, asked, undefined, true).sorted();
+      const chosen: { id: number; score: number }[] = [];
+      for (const entry of best) {
+        if (!isAllowed(this.agentOfDoc[entry.id]!)) continue;
+        chosen.push(entry);
+        if (chosen.length === limit) return chosen;
+      }
+      if (best.length < asked) return chosen;
+    }
+    return this.selectTop(list, count, perAgent, limit, isAllowed, true).sorted();
   }
 
   /** The best `limit` of the first `count` documents of `list` (perAgent: the best document of each agent). */
@@ -488,7 +593,7 @@ export class TenantIndex {
   private isAllowed(slot: number, query: number, allowed: (agentKey: string) => boolean): boolean {
     if (this.allowedMark[slot] !== query) {
       this.allowedMark[slot] = query;
-      this.allowedValue[slot] = allowed(this.agentSlots[slot]!.key) ? 1 : 0;
+      this.allowedValue[slot] = allowed(this.agentKeys[slot]!) ? 1 : 0;
     }
     return this.allowedValue[slot] === 1;
   }
@@ -657,9 +762,11 @@ export class TenantIndex {
     this.factors = grow(this.factors, capacity * FIELD_COUNT);
     this.agentOfDoc = grow(this.agentOfDoc, capacity);
     this.scores = grow(this.scores, capacity);
+    this.scoreBits = new Uint32Array(this.scores.buffer, this.scores.byteOffset, this.scores.length);
     this.touched = grow(this.touched, capacity);
     this.kept = grow(this.kept, capacity);
     this.keptScores = grow(this.keptScores, capacity);
+    this.keptBuckets = grow(this.keptBuckets, capacity);
     this.keptBits = grow(this.keptBits, Math.ceil(capacity / 32));
     for (const postings of this.denseTerms) postings.dense = grow(postings.dense!, capacity);
     this.eligibleMark = grow(this.eligibleMark, capacity);
@@ -732,6 +839,72 @@ function keepBest(docs: Int32Array, scores: Float64Array, count: number, cap: nu
   for (let i = 0; i < count; i++) {
     const bucket = bucketOf(scores[i]!);
     if (bucket > boundary || (bucket === boundary && fromBoundary-- > 0)) docs[kept++] = docs[i]!;
+  }
+  return kept;
+}
+
+const allowedCutCounts = new Int32Array(CUT_BUCKETS);
+/** Buckets keepBestAllowed counts one pass each before counting all lower ones in one pass. */
+const CUT_BUCKET_STEPS = 4;
+
+/**
+ * What keepBest would keep of the documents `allowedAt` accepts (`best`: their best score), asking
+ * about few more than `cap` documents when few are refused: those of the buckets above the one
+ * where the cut would fall if none were, then, bucket by bucket down from there, those of a bucket
+ * in order until more than the rest of `cap` are accepted (keepBest keeps the first ones met in the
+ * bucket of the cut). After a few buckets without the cut, it asks about all lower ones at once.
+ * `buckets` is scratch space for `count` bytes.
+ */
+function keepBestAllowed(
+  docs: Int32Array,
+  scores: Float64Array,
+  buckets: Uint8Array,
+  count: number,
+  cap: number,
+  best: number,
+  allowedAt: (i: number) => boolean,
+): number {
+  cutCounts.fill(0);
+  for (let i = 0; i < count; i++) {
+    const bucket = Math.min(CUT_BUCKETS - 1, Math.floor((scores[i]! / best) * CUT_BUCKETS));
+    buckets[i] = bucket;
+    cutCounts[bucket]!++;
+  }
+  let next = CUT_BUCKETS - 1;
+  for (let reach = cutCounts[next]!; next > 0 && reach <= cap; ) reach += cutCounts[--next]!;
+  // allowedCutCounts: accepted documents per bucket, exact above `next` (where at most `cap` are).
+  allowedCutCounts.fill(0);
+  let accepted = 0;
+  for (let i = 0; i < count; i++) {
+    if (buckets[i]! > next && allowedAt(i)) {
+      allowedCutCounts[buckets[i]!]!++;
+      accepted++;
+    }
+  }
+  for (let steps = 0; ; steps++, next--) {
+    const room = cap - accepted;
+    if (steps === CUT_BUCKET_STEPS && next > 0) {
+      for (let i = 0; i < count; i++) if (buckets[i]! <= next && allowedAt(i)) allowedCutCounts[buckets[i]!]!++;
+      break;
+    }
+    let inBucket = 0;
+    for (let i = 0; i < count && inBucket <= room; i++) if (buckets[i] === next && allowedAt(i)) inBucket++;
+    // Counted to the end unless the cut falls here (then the count only needs to exceed `room`).
+    allowedCutCounts[next] = inBucket;
+    accepted += inBucket;
+    if (inBucket > room || next === 0) break;
+  }
+  let boundary = CUT_BUCKETS - 1;
+  let above = 0;
+  while (boundary > 0 && above + allowedCutCounts[boundary]! <= cap) above += allowedCutCounts[boundary--]!;
+  let fromBoundary = cap - above;
+  let kept = 0;
+  for (let i = 0; i < count; i++) {
+    const bucket = buckets[i]!;
+    if ((bucket > boundary || (bucket === boundary && fromBoundary > 0)) && allowedAt(i)) {
+      if (bucket === boundary) fromBoundary--;
+      docs[kept++] = docs[i]!;
+    }
   }
   return kept;
 }
