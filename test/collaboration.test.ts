@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import path from 'node:path';
 import { TaskState, type Message, type StreamResponse, type Task } from '@a2a-js/sdk';
 import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory, type Client } from '@a2a-js/sdk/client';
-import { startTestGateway, TEST_ADMIN_TOKEN, type TestGateway } from './support/gateway.js';
+import { startTestGateway, TEST_ADMIN_TOKEN, waitForSkills, type TestGateway } from './support/gateway.js';
 import { JSONRPC_PATH, startA2aAgent, textOf, userMessage, type A2aAgent, type SkillInput } from './support/a2a-agent.js';
 import { dmsc } from './support/cli.js';
 
@@ -161,12 +161,7 @@ describe('the tenant as one A2A agent: intent routing to specialists', () => {
       ],
     });
     tenantBase = `${gw.plainUrl}/tenants/acme`;
-    // Cards are fetched when agents register; wait until the index holds every specialist's skills.
-    for (;;) {
-      const res = await gw.admin('GET', '/admin/v1/capabilities?tenant=acme&limit=50');
-      if (res.status === 200 && res.body.skills.length === agents.size) break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await waitForSkills(gw, 'acme', agents.size);
   });
   after(async () => {
     await gw?.close();

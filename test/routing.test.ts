@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { A2aCallError, inspectA2aCall, ResultIdWatcher, type LearnedIds } from '../src/routing/a2a.js';
 import { routingSchema } from '../src/routing/config.js';
-import { CapabilityRouter, type RouterRegistry } from '../src/routing/router.js';
-import type { AgentRuntime, AgentView, EndpointState, SkillSummary } from '../src/registry/types.js';
-import type { TenantRecord } from '../src/store/types.js';
+import { CapabilityRouter } from '../src/routing/router.js';
+import type { AgentRuntime } from '../src/registry/types.js';
+import { endpoint, MemoryRegistry, skill } from './support/memory-registry.js';
 
 const body = (value: unknown) => Buffer.from(JSON.stringify(value));
 
@@ -73,52 +73,6 @@ describe('A2A calls to a tenant endpoint', () => {
 });
 
 // ---- the router, over a registry held in memory -------------------------------------------------
-
-function endpoint(healthy = true, inflight = 0): EndpointState {
-  return { url: 'http://127.0.0.1:1', origin: 'http://127.0.0.1:1', basePath: '', tls: false, healthy, inflight, consecutiveFailures: 0, consecutiveSuccesses: 0 } as EndpointState;
-}
-
-class MemoryRegistry implements RouterRegistry {
-  readonly agents = new Map<string, { runtime: AgentRuntime; skills: SkillSummary[] }>();
-  readonly tenants = new Map<string, TenantRecord>();
-
-  add(tenant: string, name: string, skills: SkillSummary[], endpoints: EndpointState[] = [endpoint()], tags: string[] = []): AgentRuntime {
-    if (!this.tenants.has(tenant)) this.tenants.set(tenant, { name: tenant, source: 'api', createdAt: '', updatedAt: '' } as TenantRecord);
-    const runtime = {
-      tenant,
-      name,
-      key: `${tenant}/${name}`,
-      endpoints,
-      tags,
-      clearances: [],
-      dataTags: [],
-      skills: skills.map((s) => ({ id: s.id, tags: s.tags })),
-      jsonRpcPaths: new Set(['/a2a']),
-      a2aInterfaces: [{ path: '/a2a', version: '1.0' as const }],
-      rrCursor: 0,
-    } as unknown as AgentRuntime;
-    this.agents.set(runtime.key, { runtime, skills });
-    return runtime;
-  }
-  findAgent(tenant: string, agent: string) {
-    return this.agents.get(`${tenant}/${agent}`)?.runtime;
-  }
-  getAgent(tenant: string, agent: string) {
-    const entry = this.agents.get(`${tenant}/${agent}`);
-    return entry && ({ tenant, name: agent, tags: entry.runtime.tags, skills: entry.skills } as unknown as AgentView);
-  }
-  getTenant(name: string) {
-    return this.tenants.get(name);
-  }
-  listTenants() {
-    return [...this.tenants.values()];
-  }
-  listAgents(tenant: string) {
-    return [...this.agents.values()].filter((e) => e.runtime.tenant === tenant).map((e) => this.getAgent(tenant, e.runtime.name)!);
-  }
-}
-
-const skill = (id: string, description: string, tags: string[] = []): SkillSummary => ({ id, name: id, description, tags });
 
 describe('capability router', () => {
   const config = routingSchema.parse({});

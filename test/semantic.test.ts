@@ -3,10 +3,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { routingSchema, type RoutingConfig } from '../src/routing/config.js';
-import { CapabilityRouter, scorerCounters, type NoRoute, type RouteChoice, type RouterRegistry } from '../src/routing/router.js';
-import type { AgentRuntime, AgentView, EndpointState, SkillSummary } from '../src/registry/types.js';
-import type { TenantRecord } from '../src/store/types.js';
-import { startTestGateway, type TestGateway } from './support/gateway.js';
+import { CapabilityRouter, scorerCounters, type NoRoute, type RouteChoice } from '../src/routing/router.js';
+import type { SkillSummary } from '../src/registry/types.js';
+import { endpoint, MemoryRegistry } from './support/memory-registry.js';
+import { startTestGateway, waitForSkills, type TestGateway } from './support/gateway.js';
 import { JSONRPC_PATH, startA2aAgent, type A2aAgent } from './support/a2a-agent.js';
 
 /*
@@ -113,40 +113,6 @@ async function startFakeOpenAi(): Promise<FakeOpenAi> {
   });
 }
 
-// ---- a registry held in memory (as in routing.test.ts) --------------------------------------------
-
-function endpoint(inflight = 0): EndpointState {
-  return { url: 'http://127.0.0.1:1', origin: 'http://127.0.0.1:1', basePath: '', tls: false, healthy: true, inflight, consecutiveFailures: 0, consecutiveSuccesses: 0 } as EndpointState;
-}
-
-class MemoryRegistry implements RouterRegistry {
-  readonly agents = new Map<string, { runtime: AgentRuntime; skills: SkillSummary[] }>();
-  readonly tenants = new Map<string, TenantRecord>();
-
-  add(tenant: string, name: string, skills: SkillSummary[], endpoints: EndpointState[] = [endpoint()]): AgentRuntime {
-    if (!this.tenants.has(tenant)) this.tenants.set(tenant, { name: tenant, source: 'api', createdAt: '', updatedAt: '' } as TenantRecord);
-    const runtime = { tenant, name, key: `${tenant}/${name}`, endpoints, tags: [], a2aInterfaces: [{ path: '/a2a', version: '1.0' as const }] } as unknown as AgentRuntime;
-    this.agents.set(runtime.key, { runtime, skills });
-    return runtime;
-  }
-  findAgent(tenant: string, agent: string) {
-    return this.agents.get(`${tenant}/${agent}`)?.runtime;
-  }
-  getAgent(tenant: string, agent: string) {
-    const entry = this.agents.get(`${tenant}/${agent}`);
-    return entry && ({ tenant, name: agent, tags: [], skills: entry.skills } as unknown as AgentView);
-  }
-  getTenant(name: string) {
-    return this.tenants.get(name);
-  }
-  listTenants() {
-    return [...this.tenants.values()];
-  }
-  listAgents(tenant: string) {
-    return [...this.agents.values()].filter((e) => e.runtime.tenant === tenant).map((e) => this.getAgent(tenant, e.runtime.name)!);
-  }
-}
-
 const PAYROLL: SkillSummary = {
   id: 'statements',
   name: 'Remuneration',
@@ -219,8 +185,8 @@ describe('semantic scorers blended with the lexical ranking', () => {
   it('a classifier overrides a lexical tie that load would decide; its answer is clamped and unknown agents ignored', async () => {
     const registry = new MemoryRegistry();
     const refund = { id: 'refunds', name: 'Refunds', description: 'Refunds for double charges on invoices', tags: [] };
-    registry.add('t', 'refunds-a', [refund], [endpoint(10)]);
-    registry.add('t', 'refunds-b', [refund], [endpoint(0)]);
+    registry.add('t', 'refunds-a', [refund], [endpoint(true, 10)]);
+    registry.add('t', 'refunds-b', [refund], [endpoint(true, 0)]);
     const question = 'refund of a double charge';
 
     const lexical = routerWith(registry, []);
@@ -375,12 +341,7 @@ describe('semantic scorers in a running gateway', () => {
       routing: { scorers: [{ kind: 'openai-embeddings', url: fake.url, model: 'fake-embed', timeoutMs: 2000 }] },
       tenants: [{ name: 'acme', agents: [...agents].map(([name, agent]) => ({ name, endpoints: [agent.url] })) }],
     });
-    // Cards are fetched when agents register; wait until the index holds every agent's skill.
-    for (;;) {
-      const res = await gw.admin('GET', '/admin/v1/capabilities?tenant=acme&limit=50');
-      if (res.status === 200 && res.body.skills.length === agents.size) break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await waitForSkills(gw, 'acme', agents.size);
   });
   after(async () => {
     await gw?.close();

@@ -135,3 +135,15 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
+
+/**
+ * Resolves once the capability index holds `count` skills of `tenant` (agents' cards are fetched
+ * after they register, by the registry on its own: there is no event to await from outside).
+ */
+export async function waitForSkills(gw: TestGateway, tenant: string, count: number): Promise<void> {
+  for (;;) {
+    const res = await gw.admin('GET', `/admin/v1/capabilities?tenant=${tenant}&limit=200`);
+    if (res.status === 200 && res.body.skills.length >= count) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -242,36 +242,22 @@ class LazyRankedAgent implements RankedAgent {
   }
 }
 
-class LazySkillMatch implements SkillMatch {
+class LazySkillMatch extends LazyRankedAgent implements SkillMatch {
   readonly agent: string;
-  readonly agentKey: string;
   readonly skill: Skill;
-  readonly skillId: string;
-  readonly score: number;
-  readonly confidence: number;
-  readonly #hit: Hit;
-  #explanation: MatchExplanation | undefined;
 
   constructor(
     readonly tenant: string,
     hit: Hit,
   ) {
+    super(hit);
     this.agent = hit.doc.agent.name;
-    this.agentKey = hit.doc.agent.key;
     this.skill = hit.doc.skill;
-    this.skillId = hit.doc.skill.id;
-    this.score = hit.score;
-    this.confidence = hit.confidence;
-    this.#hit = hit;
   }
 
-  get explanation(): MatchExplanation {
-    return (this.#explanation ??= this.#hit.explain());
-  }
-
-  toJSON(): SkillMatch {
-    const { tenant, agent, agentKey, skill, skillId, score, confidence } = this;
-    return { tenant, agent, agentKey, skill, skillId, score, confidence, explanation: this.explanation };
+  override toJSON(): SkillMatch {
+    const { agentKey, skillId, score, confidence, explanation } = super.toJSON();
+    return { tenant: this.tenant, agent: this.agent, agentKey, skill: this.skill, skillId, score, confidence, explanation };
   }
 }
 
