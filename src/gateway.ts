@@ -427,6 +427,7 @@ function printBanner(
   print(`  trust (root CA):       ${info.tlsFiles.caCertFile}   (trust domain ${info.trustDomain})`);
   print(`  dev client cert/key:   ${info.tlsFiles.clientCertFile} ${info.tlsFiles.clientKeyFile}   (${DEV_IDENTITY})`);
   print(`  address an agent as:   ${urls.plain ?? urls.tls}/agents/<tenant>/<agent>/...  or  <agent>.<tenant>.${info.config.domain}`);
+  print(`  or let it choose:      ${urls.plain ?? urls.tls}/tenants/<tenant>/a2a (A2A; card: /tenants/<tenant>/.well-known/agent-card.json)  or  /capabilities/<tenant>/<tag,tag>/...`);
   if (info.generatedToken) {
     print('');
     print(`  Admin token (shown once, stored hashed): ${info.generatedToken}`);
