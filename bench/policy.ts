@@ -16,6 +16,7 @@ import {
   type RequestFacts,
   type TargetAgent,
 } from '../src/tenancy/policy/index.js';
+import { mulberry32 } from '../test/support/prng.js';
 
 const arg = (name: string, fallback: number): number => {
   const index = process.argv.indexOf(name);
@@ -29,15 +30,8 @@ const TENANTS = 20;
 const AGENTS = 50;
 const RULES = 1_000;
 
-// A small deterministic PRNG (mulberry32) so runs are comparable.
-let seed = arg('--seed', 42) >>> 0;
-function random(): number {
-  seed = (seed + 0x6d2b79f5) >>> 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+// Seeded so runs are comparable.
+const random = mulberry32(arg('--seed', 42));
 const pick = <T>(values: readonly T[]): T => values[Math.floor(random() * values.length)]!;
 const chance = (p: number): boolean => random() < p;
 function some<T>(values: readonly T[], max: number): T[] {

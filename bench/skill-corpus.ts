@@ -5,6 +5,7 @@
 // target skill, words from the global distribution and English stop words. Seeded: the same options
 // give the same corpus, and the same draws from `random` afterwards.
 import type { Skill } from '../src/routing/capabilities/index.js';
+import { mulberry32 } from '../test/support/prng.js';
 
 export interface CorpusOptions {
   agents: number;
@@ -49,14 +50,7 @@ const SYLLABLES = ['ka', 'lo', 'mi', 'ner', 'sta', 'vo', 'tri', 'dex', 'pul', 'g
 const STOP = ['the', 'a', 'to', 'of', 'my', 'i', 'is', 'for', 'can', 'you', 'please', 'how', 'do', 'with', 'on', 'and'];
 
 export function skillCorpus({ agents: agentCount, words: wordCount, seed: initialSeed, skillsPerAgent = 10 }: CorpusOptions): SkillCorpus {
-  let seed = initialSeed >>> 0;
-  function random(): number {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
+  const random = mulberry32(initialSeed);
   const between = (low: number, high: number): number => low + Math.floor(random() * (high - low + 1));
   const pick = <T>(values: readonly T[]): T => values[Math.floor(random() * values.length)]!;
 

@@ -227,7 +227,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
             registry,
             taskRoutes,
             config: () => current.routing,
-            policyCheck: candidatePolicyCheck(tenancyStages),
+            policyFor: candidatePolicyCheck(tenancyStages),
             pickEndpoint: (agent, tried) => balancer.pick(agent, tried),
             logger,
           }),

@@ -10,6 +10,7 @@ import {
   type Scorer,
   type Skill,
 } from '../src/routing/capabilities/index.js';
+import { mulberry32 } from './support/prng.js';
 
 /** Eight specialist agents of one tenant, with skills as their A2A Agent Cards would list them. */
 const SPECIALISTS: Record<string, { tags: string[]; skills: Skill[] }> = {
@@ -386,16 +387,8 @@ describe('scorers', () => {
 });
 
 describe('capability index: large tenants (pruning, dense terms, churn)', () => {
-  // A deterministic PRNG (mulberry32), so failures reproduce; skills depend only on (agent, version).
-  const prng = (start: number): (() => number) => {
-    let seed = start >>> 0;
-    return () => {
-      seed = (seed + 0x6d2b79f5) >>> 0;
-      let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  };
+  // Seeded, so failures reproduce; skills depend only on (agent, version).
+  const prng = mulberry32;
   const random = prng(1234);
   const vocabulary = Array.from({ length: 400 }, (_, i) => `w${i.toString(36)}x`);
   // Squaring skews towards the first words, so some are in most skills (and get dense impacts).

@@ -4,6 +4,7 @@ import { Agent, request } from 'undici';
 import { generateKeyAndCsr } from '../src/identity/keygen.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
+import { mulberry32 } from './support/prng.js';
 
 // Tenant isolation, end to end: 5 tenants x 4 agents, every ordered pair of agents calls over mTLS
 // with its own certificate, under a random set of intra- and cross-tenant allow rules (some
@@ -14,17 +15,8 @@ const TENANTS = ['t0', 't1', 't2', 't3', 't4'];
 const AGENTS = ['a0', 'a1', 'a2', 'a3'];
 const SEED = Number(process.env.ISOLATION_SEED ?? Date.now() % 1_000_000);
 
-/** mulberry32: small seeded PRNG so a failure can be replayed with ISOLATION_SEED. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded so a failure can be replayed with ISOLATION_SEED. */
+const prng = mulberry32;
 
 interface Rule {
   name: string;

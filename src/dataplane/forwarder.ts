@@ -217,7 +217,6 @@ export class Forwarder {
       this.opts.balancer.answered(agent, endpoint, status, performance.now() - startedAt, typeof load === 'string' ? load : undefined);
       ctx.status = status;
       const headers = downstreamFromHttp2(ctx, upstreamHeaders);
-      if (load !== undefined) withoutHeader(headers, LOAD_HEADER);
       ctx.res.writeHead(status, headers as unknown as Record<string, string>);
     });
     stream.on('trailers', (trailers: IncomingHttpHeaders) => {
@@ -439,11 +438,6 @@ function loadHeaderIn(raw: Buffer[]): string | undefined {
   return undefined;
 }
 
-/** Removes a header the agent meant for the gateway from a flat [name, value, ...] list of lowercase names. */
-function withoutHeader(headers: string[], name: string): void {
-  for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i] === name) headers.splice(i, 2);
-}
-
 /** undici's dispatch handler that writes the upstream response straight to the caller. */
 class Http1Relay implements Dispatcher.DispatchHandler {
   private resume: (() => void) | undefined;
@@ -500,7 +494,6 @@ class Http1Relay implements Dispatcher.DispatchHandler {
     }
     ctx.status = statusCode;
     const headers = downstreamResponseHeaders(ctx, rawHeaders);
-    if (load !== undefined) withoutHeader(headers, LOAD_HEADER);
     if (!ctx.http2 && this.forwarder.draining) headers.push('connection', 'close');
     ctx.res.writeHead(statusCode, headers as unknown as Record<string, string>);
     return true;

@@ -35,6 +35,8 @@ const DROP_RESPONSE = new Set([
   'proxy-authenticate',
   'x-dmsc-request-id',
   'x-dmsc-routed-to',
+  // The agent's load report is for the gateway's balancer (routing/load.ts), not for the caller.
+  'x-dmsc-load',
 ]);
 
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {

@@ -31,8 +31,8 @@ export interface CapabilityRoutingDeps {
   registry: RegistryView;
   taskRoutes: TaskRoutes;
   config: () => RoutingConfig;
-  /** Why the caller may not send this request to `agent` at `path` (policy), or undefined. */
-  policyCheck: (ctx: RequestContext, agent: AgentRuntime, path: string) => string | undefined;
+  /** For one request: why its caller may not send it to `agent` at `path` (policy), or undefined. */
+  policyFor: (ctx: RequestContext) => (agent: AgentRuntime, path: string) => string | undefined;
   /** The balancer: an endpoint of `agent` not in `tried`. */
   pickEndpoint: (agent: AgentRuntime, tried: readonly EndpointState[] | undefined) => EndpointState | undefined;
   logger: Logger;
@@ -130,11 +130,12 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
   const serveCard = (ctx: RequestContext, address: Address, v03: boolean): typeof STOP => {
     const url = `${ctx.listener.scheme}://${ctx.authority}${address.base}${TENANT_A2A_PATH}`;
     const agents: { name: string; skills: readonly Skill[] }[] = [];
+    const policy = deps.policyFor(ctx);
     for (const entry of router.index.agentsOf(address.tenant)) {
       const agent = registry.findAgent(address.tenant, entry.agentKey.slice(address.tenant.length + 1));
       if (!agent || agent.a2aInterfaces.length === 0) continue;
       const path = agent.a2aInterfaces[0]!.path;
-      if (deps.policyCheck(ctx, agent, path) !== undefined) continue;
+      if (policy(agent, path) !== undefined) continue;
       agents.push({ name: agent.name, skills: entry.skills });
     }
     const input = { tenant: address.tenant, url, agents };
@@ -169,7 +170,8 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
 
   const routeByTags = (ctx: RequestContext, address: Address, tags: string[], rest: string): undefined => {
     const path = pathOf(rest);
-    const eligible: Eligibility = (agent) => deps.policyCheck(ctx, agent, path);
+    const policy = deps.policyFor(ctx);
+    const eligible: Eligibility = (agent) => policy(agent, path);
     const result = router.route(address.tenant, { tags }, eligible);
     if (!result.agent) throw noRoute(address.tenant, result, `the capability ${tags.join(',')}`);
     routeTo(ctx, address, result.agent, rest, result.alternatives, () => rest);
@@ -193,7 +195,8 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
       }
       const text = valueAt(document, pointer);
       if (typeof text !== 'string' || !text.trim()) throw errors.badRequest(`intent routing reads a string at ${pointer} of the JSON body; there is none`);
-      const eligible: Eligibility = (agent) => deps.policyCheck(ctx, agent, path);
+      const policy = deps.policyFor(ctx);
+      const eligible: Eligibility = (agent) => policy(agent, path);
       const delegate = (result: RouteChoice | NoRoute) => {
         if (!result.agent) throw noRoute(address.tenant, result, 'this request');
         routeTo(ctx, address, result.agent, rest, result.alternatives, () => rest);
@@ -217,9 +220,10 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
     const { tenant } = address;
     const version = call.version;
     const restFor = (agent: AgentRuntime) => a2aInterface(agent, version);
+    const policy = deps.policyFor(ctx);
     const eligible: Eligibility = (agent) => {
       const path = restFor(agent);
-      return path === undefined ? `speaks no A2A ${version} JSON-RPC` : deps.policyCheck(ctx, agent, path);
+      return path === undefined ? `speaks no A2A ${version} JSON-RPC` : policy(agent, path);
     };
     const owned = (kind: 'task' | 'context', id: string) => {
       const name = deps.taskRoutes.ownerOf(tenant, kind, id);

@@ -160,19 +160,23 @@ function decide(tenancy: Tenancy, ctx: RequestContext, callerAgent: AgentRuntime
 }
 
 /**
- * For capability routing, before the target is chosen: why the policy would refuse this request to
- * `agent` at `path` (its decision's message), or undefined when it would allow it.
+ * For capability routing, before the target is chosen: for one request, why the policy would refuse
+ * it to `agent` at `path` (its decision's message), or undefined when it would allow it. The caller
+ * and its data tags are resolved once per request, not once per candidate.
  */
-export function candidatePolicyCheck(options: Pick<TenancyStageOptions, 'tenancy' | 'registry'>): (ctx: RequestContext, agent: AgentRuntime, path: string) => string | undefined {
+export function candidatePolicyCheck(
+  options: Pick<TenancyStageOptions, 'tenancy' | 'registry'>,
+): (ctx: RequestContext) => (agent: AgentRuntime, path: string) => string | undefined {
   const { tenancy, registry } = options;
-  return (ctx, agent, path) => {
+  return (ctx) => {
     const callerAgent = callerAgentOf(registry, ctx);
-    const decision = tenancy.policy.decide(tenancy.caller(ctx.identity, callerAgent?.tags ?? NO_TAGS), tenancy.target(agent), {
-      method: ctx.req.method ?? 'GET',
-      path,
-      dataTags: requestDataTags(ctx, callerAgent?.dataTags ?? NO_TAGS),
-    });
-    return decision.allow ? undefined : `policy: ${reasonOf(decision)}`;
+    const caller = tenancy.caller(ctx.identity, callerAgent?.tags ?? NO_TAGS);
+    const method = ctx.req.method ?? 'GET';
+    const dataTags = requestDataTags(ctx, callerAgent?.dataTags ?? NO_TAGS);
+    return (agent, path) => {
+      const decision = tenancy.policy.decide(caller, tenancy.target(agent), { method, path, dataTags });
+      return decision.allow ? undefined : `policy: ${reasonOf(decision)}`;
+    };
   };
 }
 
