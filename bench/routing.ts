@@ -130,6 +130,10 @@ class MemoryRegistry implements RouterRegistry {
     return this.agents.get(`${tenant}/${agent}`)?.runtime;
   }
 
+  findAgentByKey(key: string): AgentRuntime | undefined {
+    return this.agents.get(key)?.runtime;
+  }
+
   getAgent(tenant: string, agent: string): AgentView | undefined {
     const held = this.agents.get(`${tenant}/${agent}`);
     return held && { ...held.record, endpointStatus: held.endpoints.map((endpoint) => endpoint.status()), skills: held.skills };

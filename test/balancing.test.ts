@@ -70,8 +70,12 @@ async function refusingUrl(): Promise<string> {
   return dead.url;
 }
 
-async function gateway(agents: Array<{ name: string; endpoints: string[] }>, extra: Record<string, unknown> = {}): Promise<TestGateway> {
-  const gw = await startTestGateway({ healthCheck: { enabled: false }, ...extra, tenants: [{ name: 'acme', agents }] });
+async function gateway(
+  agents: Array<{ name: string; endpoints: string[]; skills?: Array<Record<string, unknown>> }>,
+  extra: Record<string, unknown> = {},
+  tenant: Record<string, unknown> = {},
+): Promise<TestGateway> {
+  const gw = await startTestGateway({ healthCheck: { enabled: false }, ...extra, tenants: [{ name: 'acme', ...tenant, agents }] });
   started.push(gw);
   return gw;
 }
@@ -372,5 +376,76 @@ describe('retries', () => {
     assert.equal(res.status, 504);
     // Two tries of 300 ms would take 600 ms: the 350 ms deadline (checked every 100 ms) cuts the second.
     assert.ok(elapsed < 550, `the overall deadline bounds all tries (${elapsed.toFixed(0)} ms)`);
+  });
+});
+
+/** dmsc_route_failovers_total and acme's intent decisions in dmsc_route_decisions_total. */
+async function routingMetrics(gw: TestGateway): Promise<{ failovers: number; intent: number }> {
+  const text = String((await gw.admin('GET', '/metrics')).body);
+  const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
+  return {
+    failovers: value(/^dmsc_route_failovers_total (\d+)$/m),
+    intent: value(/^dmsc_route_decisions_total\{tenant="acme",outcome="intent"\} (\d+)$/m),
+  };
+}
+
+describe('failover to the next-best agent', () => {
+  // primary matches "tax returns" best but none of its three endpoints accepts connections;
+  // backup matches less well and answers (slowly when a test wants a request held in flight).
+  let gw: TestGateway;
+  let backup: Replica;
+  const ask = (pool: Pool) => pool.request({ path: '/tenants/acme/ask', method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ q: 'please file my tax returns' }) });
+
+  it('is not cut short by maxAttempts on the first agent (attempts count per agent)', async () => {
+    backup = await replica('backup');
+    const dead = [await refusingUrl(), await refusingUrl(), await refusingUrl()];
+    gw = await gateway(
+      [
+        { name: 'primary', endpoints: dead, skills: [{ id: 'tax', name: 'Tax returns', description: 'Files tax returns and computes tax owed', tags: [] }] },
+        { name: 'backup', endpoints: [backup.url], skills: [{ id: 'books', name: 'Bookkeeping', description: 'Keeps the books and helps with tax returns', tags: [] }] },
+      ],
+      {
+        healthCheck: { enabled: false, unhealthyThreshold: 100 },
+        routing: { intent: { jsonField: '/q' } },
+        balancing: { outlierDetection: { enabled: false }, retries: { maxAttempts: 2 } },
+      },
+      { limits: { concurrency: { perEndpoint: 1, queue: 0 } } },
+    );
+    const pool = client(gw);
+    const explained = await gw.admin('GET', '/admin/v1/route/explain?tenant=acme&q=please%20file%20my%20tax%20returns');
+    assert.equal(explained.body.decision.agent, 'acme/primary');
+    assert.deepEqual(explained.body.decision.alternatives, ['acme/backup']);
+    const before = await routingMetrics(gw);
+    for (let i = 0; i < 3; i++) {
+      const res = await ask(pool);
+      const body = await res.body.json() as { name?: string };
+      assert.equal(res.statusCode, 200, JSON.stringify(body));
+      assert.equal(body.name, 'backup');
+      assert.equal(res.headers['x-dmsc-routed-to'], 'acme/backup');
+    }
+    assert.equal(backup.hits.length, 3);
+    const metrics = await routingMetrics(gw);
+    assert.equal(metrics.failovers - before.failovers, 3);
+    assert.equal(metrics.intent - before.intent, 3);
+  });
+
+  it("moves the request's concurrency slot to the endpoint it failed over to", async () => {
+    backup.behaviour.delayMs = 1_000;
+    const pool = client(gw);
+    const hitsBefore = backup.hits.length;
+    const held = ask(pool).then(async (res) => ({ status: res.statusCode, body: (await res.body.json()) as { name?: string } }));
+    await eventually(() => backup.hits.length > hitsBefore);
+    // Its slot is backup's now: a direct call to backup finds the endpoint at its limit.
+    const direct = await call(pool, '/agents/acme/backup/');
+    assert.equal(direct.status, 503);
+    const first = await held;
+    assert.equal(first.status, 200);
+    assert.equal(first.body.name, 'backup');
+    backup.behaviour.delayMs = 0;
+    // Released when it finished: nothing leaked on either agent.
+    assert.equal((await call(pool, '/agents/acme/backup/')).status, 200);
+    const again = await ask(pool);
+    assert.equal(again.statusCode, 200);
+    await again.body.dump();
   });
 });

@@ -6,7 +6,7 @@ import { routingSchema, type RoutingConfig } from '../src/routing/config.js';
 import { CapabilityRouter, scorerCounters, type NoRoute, type RouteChoice } from '../src/routing/router.js';
 import type { SkillSummary } from '../src/registry/types.js';
 import { endpoint, MemoryRegistry } from './support/memory-registry.js';
-import { startTestGateway, waitForSkills, type TestGateway } from './support/gateway.js';
+import { eventually, startTestGateway, waitForSkills, type TestGateway } from './support/gateway.js';
 import { JSONRPC_PATH, startA2aAgent, type A2aAgent } from './support/a2a-agent.js';
 
 /*
@@ -363,5 +363,33 @@ describe('semantic scorers in a running gateway', () => {
     assert.ok(body.result, JSON.stringify(body));
     assert.ok(agents.get('payroll')!.seen.slice(seen).some((request) => request.path === JSONRPC_PATH && request.rpcMethod === 'SendMessage'));
     assert.ok(fake.embeddingCalls.some((input) => input.length === 1 && input[0] === PAYSLIP_QUESTION), 'the gateway asked the embeddings API');
+  });
+});
+
+describe('skill embeddings that fail', () => {
+  let fake: FakeOpenAi;
+  before(async () => {
+    fake = await startFakeOpenAi();
+  });
+  after(() => fake.close());
+
+  it('are not asked for again with every request: the scorer fails at once until a back-off has passed', async () => {
+    const router = routerWith(specialists(), [{ kind: 'openai-embeddings', url: fake.url, model: 'fake-embed' }]);
+    fake.mode = 'status-500';
+    const first = await decide(router, PAYSLIP_QUESTION);
+    assert.equal(first.scorers?.[0]?.ok, false);
+    const calls = fake.embeddingCalls.length;
+    assert.ok(calls >= 1);
+    for (let i = 0; i < 5; i++) {
+      const again = await decide(router, PAYSLIP_QUESTION);
+      assert.equal(again.scorers?.[0]?.ok, false);
+      assert.match(again.scorers![0]!.error!, /not embedded again for \d+ ms/);
+    }
+    assert.equal(fake.embeddingCalls.length, calls, 'no call to the model while backing off, not even for the query');
+
+    // The model is back: after the back-off (1 s) the skills are embedded and the scorer takes part again.
+    fake.mode = 'ok';
+    await eventually(async () => (await decide(router, PAYSLIP_QUESTION)).scorers?.[0]?.ok === true, 5_000, 100);
+    assert.equal((await decide(router, PAYSLIP_QUESTION)).agent?.key, 't/payroll');
   });
 });

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EndpointHealthSample } from '../registry/types.js';
-import { loadReportCounters, outlierCounters, retryCounters, scorerCounters } from '../routing/index.js';
+import { loadReportCounters, outlierCounters, retryCounters, routeDecisionCounters, scorerCounters } from '../routing/index.js';
 import type { DataplaneTelemetry, UpstreamErrorKind } from './telemetry.js';
 
 /** Distinct (tenant, agent) label pairs kept per GatewayMetrics; later pairs are reported as OTHER_LABEL. */
@@ -142,6 +142,13 @@ export class GatewayMetrics implements DataplaneTelemetry {
     counter('dmsc_scorer_failures_total', 'Semantic scorer calls that failed (the decision fell back to lexical), by scorer and reason.', ['scorer', 'reason'], () =>
       Object.entries(scorerCounters().scorers).flatMap(([name, entry]) => Object.entries(entry.failures).map(([reason, value]): [string[], number] => [[name, reason], value])),
     );
+    counter(
+      'dmsc_route_decisions_total',
+      'Capability and intent routing decisions, by tenant and outcome (intent, tags, default-agent, task, context: how the agent was chosen; no_match, low_confidence, not_eligible: why none was).',
+      ['tenant', 'outcome'],
+      () => routeDecisionCounters().decisions.map(({ tenant, outcome, count }) => [[tenant, outcome], count]),
+    );
+    counter('dmsc_route_failovers_total', 'Requests moved to the next-best agent because the chosen one could not be reached.', [], () => [[[], routeDecisionCounters().failovers]]);
     counter('dmsc_load_reports_total', 'x-dmsc-load headers read from agents, by result (rejected: malformed, ignored).', ['result'], () => {
       const c = loadReportCounters();
       return [[['accepted'], c.accepted], [['rejected'], c.rejected]];

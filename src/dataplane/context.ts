@@ -76,6 +76,11 @@ export class RequestContext {
   allowReason: string | undefined = undefined;
   /** Frees the endpoint concurrency slot this request holds (concurrency stage). */
   releaseSlot: (() => void) | undefined = undefined;
+  /**
+   * Set by the concurrency stage: moves the request's slot to the endpoint a retry or failover is
+   * about to use, without waiting; false when that endpoint is at its limit (the retry skips it).
+   */
+  claimEndpoint: ((agent: AgentRuntime, endpoint: EndpointState) => boolean) | undefined = undefined;
   /** Stages that counted this request in a limit set this, so their finish hook can release it. */
   admitted = false;
   finished = false;

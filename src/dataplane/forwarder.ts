@@ -295,7 +295,9 @@ export class Forwarder {
     const settings = this.opts.retries();
     const tried = (ctx.tried ??= []);
     if (!tried.includes(failed)) tried.push(failed);
-    if (tried.length >= settings.maxAttempts) return undefined;
+    const current = ctx.agent!;
+    const attemptsLeft = triedOf(current, tried) < settings.maxAttempts;
+    if (!attemptsLeft && !(reason === 'connect' && ctx.failover)) return undefined;
     const now = performance.now();
     if (ctx.deadlineAt !== 0 && ctx.deadlineAt <= now) return undefined;
     // A body that was (partly) sent cannot be replayed: the stream is consumed.
@@ -303,10 +305,29 @@ export class Forwarder {
     if (ctx.body ? !ctx.body.complete : req.readableDidRead) return undefined;
     if (reason !== 'connect' && (ctx.jsonRpc || !IDEMPOTENT.has(ctx.req.method ?? ''))) return undefined;
     if (!this.budgets.allows(agent.key, now)) return undefined;
-    let next = this.opts.balancer.pick(ctx.agent!, tried);
-    if (!next && reason === 'connect' && ctx.failover) next = ctx.failover();
+    let next = attemptsLeft ? this.pickClaimed(ctx, current, tried) : undefined;
+    // The request never reached any endpoint of this agent: the next-best agent may take it.
+    if (!next && reason === 'connect' && ctx.failover) next = this.failoverClaimed(ctx);
     if (next) this.budgets.spend(agent.key, reason, now);
     return next;
+  }
+
+  /** The balancer's pick among the agent's untried endpoints whose concurrency slot the request can take now. */
+  private pickClaimed(ctx: RequestContext, agent: AgentRuntime, tried: readonly EndpointState[]): EndpointState | undefined {
+    let excluded = tried;
+    for (;;) {
+      const next = this.opts.balancer.pick(agent, excluded);
+      if (!next || !ctx.claimEndpoint || ctx.claimEndpoint(agent, next)) return next;
+      excluded = [...excluded, next]; // at its limit: not for this request, and not an attempt
+    }
+  }
+
+  /** The next-best agent's endpoint (ctx.failover) that can take the request now; agents whose pick is at its limit are passed over. */
+  private failoverClaimed(ctx: RequestContext): EndpointState | undefined {
+    for (;;) {
+      const next = ctx.failover!();
+      if (!next || !ctx.claimEndpoint || ctx.claimEndpoint(ctx.agent!, next)) return next;
+    }
   }
 
   /** A retryable status (balancing.retries.retryOnStatus) from an HTTP/1.1 upstream: the endpoint to try instead, if any. */
@@ -605,4 +626,11 @@ class DeadlineSweeper {
       }
     }
   }
+}
+
+/** How many of the tried endpoints are the agent's (maxAttempts counts per agent: failover starts afresh). */
+function triedOf(agent: AgentRuntime, tried: readonly EndpointState[]): number {
+  let count = 0;
+  for (const endpoint of tried) if (agent.endpoints.includes(endpoint)) count++;
+  return count;
 }

@@ -220,6 +220,11 @@ export class Registry implements RegistryView, RegistryAdmin {
     return this.agents.get(keyOf(tenant, agent))?.runtime;
   }
 
+  /** findAgent by the agent's key (`tenant/name`, AgentRuntime.key) without building it again. */
+  findAgentByKey(key: string): AgentRuntime | undefined {
+    return this.agents.get(key)?.runtime;
+  }
+
   hasTenant(tenant: string): boolean {
     return this.tenants.has(tenant);
   }

@@ -9,3 +9,4 @@ export { CapabilityRouter, scorerCounters, type NoRoute, type RouteCandidate, ty
 export { capabilityRouteStage, CAPABILITY_HEADER, TENANT_A2A_PATH } from './stages.js';
 export { TaskRoutes } from './task-routes.js';
 export { routingAdmin } from './admin.js';
+export { routeDecisionCounters } from './decisions.js';

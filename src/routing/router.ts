@@ -9,6 +9,8 @@ export { scorerCounters } from './semantic/index.js';
 /** What the router reads of the registry. */
 export interface RouterRegistry {
   findAgent(tenant: string, agent: string): AgentRuntime | undefined;
+  /** findAgent by AgentRuntime.key (`tenant/name`), as the capability index names agents. */
+  findAgentByKey(key: string): AgentRuntime | undefined;
   getAgent(tenant: string, agent: string): AgentView | undefined;
   getTenant(name: string): TenantRecord | undefined;
   listTenants(): TenantRecord[];
@@ -405,8 +407,7 @@ export class CapabilityRouter {
   }
 
   private runtimeOf(agentKey: string): AgentRuntime | undefined {
-    const slash = agentKey.indexOf('/');
-    return this.opts.registry.findAgent(agentKey.slice(0, slash), agentKey.slice(slash + 1));
+    return this.opts.registry.findAgentByKey(agentKey);
   }
 
   private powerOfTwo(entries: readonly Entry[], runtimes: Map<string, AgentRuntime>): Entry {

@@ -10,6 +10,7 @@ import type { AgentRuntime, EndpointState, RegistryView } from '../registry/type
 import type { Skill } from './capabilities/index.js';
 import { A2aCallError, inspectA2aCall, ResultIdWatcher, type A2aCall, type A2aVersion } from './a2a.js';
 import type { RoutingConfig } from './config.js';
+import { countFailover, countRouteDecision } from './decisions.js';
 import type { CapabilityRouter, Eligibility, NoRoute, RouteChoice, RouteCandidate } from './router.js';
 import type { TaskRoutes } from './task-routes.js';
 import { tenantAgentCard, tenantAgentCardV03 } from './tenant-card.js';
@@ -96,6 +97,7 @@ function a2aInterface(agent: AgentRuntime, version: A2aVersion): string | undefi
 }
 
 function noRoute(tenant: string, result: NoRoute, what: string): GatewayError {
+  countRouteDecision(tenant, result.reason);
   const closest = result.closest.map((candidate: RouteCandidate) => ({ agent: candidate.agent, skill: candidate.skill, confidence: candidate.confidence }));
   const error = new GatewayError(
     404,
@@ -144,7 +146,16 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
   };
 
   /** Points the request at `agent` (path `rest`) and arms failover to `alternatives`. */
-  const routeTo = (ctx: RequestContext, address: Address, agent: AgentRuntime, rest: string, alternatives: readonly AgentRuntime[], restFor: (agent: AgentRuntime) => string | undefined) => {
+  const routeTo = (
+    ctx: RequestContext,
+    address: Address,
+    via: string,
+    agent: AgentRuntime,
+    rest: string,
+    alternatives: readonly AgentRuntime[],
+    restFor: (agent: AgentRuntime) => string | undefined,
+  ) => {
+    countRouteDecision(address.tenant, via);
     ctx.agent = agent;
     ctx.target = { tenant: address.tenant, agent: agent.name, rest, baseUrl: `${ctx.listener.scheme}://${ctx.authority}${address.base}` };
     ctx.routedByGateway = true;
@@ -161,6 +172,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
         ctx.agent = next;
         ctx.target = { ...ctx.target!, agent: next.name, rest: nextRest };
         ctx.routeReason = { ...ctx.routeReason, to: next.key, failoverFrom: [...((ctx.routeReason?.failoverFrom as string[] | undefined) ?? []), from] };
+        countFailover();
         deps.logger.info({ requestId: ctx.id, from, to: next.key }, 'failover to the next-best agent');
         return endpoint;
       }
@@ -174,7 +186,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
     const eligible: Eligibility = (agent) => policy(agent, path);
     const result = router.route(address.tenant, { tags }, eligible);
     if (!result.agent) throw noRoute(address.tenant, result, `the capability ${tags.join(',')}`);
-    routeTo(ctx, address, result.agent, rest, result.alternatives, () => rest);
+    routeTo(ctx, address, 'tags', result.agent, rest, result.alternatives, () => rest);
     ctx.routeReason = { to: result.agent.key, via: 'tags', tags, ...(result.skill ? { skill: result.skill } : {}) };
     ctx.jsonRpc = ctx.req.method === 'POST' && result.agent.jsonRpcPaths.has(path);
     return undefined;
@@ -199,7 +211,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
       const eligible: Eligibility = (agent) => policy(agent, path);
       const delegate = (result: RouteChoice | NoRoute) => {
         if (!result.agent) throw noRoute(address.tenant, result, 'this request');
-        routeTo(ctx, address, result.agent, rest, result.alternatives, () => rest);
+        routeTo(ctx, address, result.via, result.agent, rest, result.alternatives, () => rest);
         ctx.routeReason = {
           to: result.agent.key,
           via: result.via,
@@ -240,12 +252,13 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
       // A follow-up belongs to the agent that has the task: no alternative can take it.
       const path = restFor(owner);
       if (path === undefined) throw errors.badRequest(`agent ${owner.key} owns this task but speaks no A2A ${version} JSON-RPC`);
-      routeTo(ctx, address, owner, path, [], restFor);
-      ctx.routeReason = { to: owner.key, via: ownerOfTask ? 'task' : 'context', method: call.method };
+      const via = ownerOfTask ? 'task' : 'context';
+      routeTo(ctx, address, via, owner, path, [], restFor);
+      ctx.routeReason = { to: owner.key, via, method: call.method };
     } else if (call.kind === 'message') {
       const delegate = (result: RouteChoice | NoRoute) => {
         if (!result.agent) throw noRoute(tenant, result, 'this message');
-        routeTo(ctx, address, result.agent, restFor(result.agent)!, result.alternatives, restFor);
+        routeTo(ctx, address, result.via, result.agent, restFor(result.agent)!, result.alternatives, restFor);
         ctx.routeReason = {
           to: result.agent.key,
           via: result.via,

@@ -4,7 +4,7 @@ import type { RequestContext } from '../dataplane/context.js';
 import { GatewayError, errors } from '../dataplane/errors.js';
 import type { Stage } from '../dataplane/pipeline.js';
 import { pathOnly } from '../dataplane/stages.js';
-import type { AgentRuntime, RegistryView } from '../registry/types.js';
+import type { AgentRuntime, EndpointState, RegistryView } from '../registry/types.js';
 import { rateLimitHeaders } from './limits/index.js';
 import { DATA_TAG_PATTERN, type Decision } from './policy/index.js';
 import type { TenantKeys } from './keys.js';
@@ -286,7 +286,12 @@ export function rateLimitStage(options: TenancyStageOptions): Stage {
   };
 }
 
-/** Per-endpoint concurrency limit with a bounded FIFO queue (after the endpoint is chosen). */
+const slotKey = (agent: AgentRuntime, endpoint: EndpointState) => `${agent.key}|${endpoint.url}`;
+
+/**
+ * Per-endpoint concurrency limit with a bounded FIFO queue (after the endpoint is chosen). A retry
+ * or failover moves the request's slot to its new endpoint when one is free there (never queues).
+ */
 export function concurrencyStage(options: TenancyStageOptions): Stage {
   const { tenancy, audit } = options;
   return {
@@ -295,7 +300,18 @@ export function concurrencyStage(options: TenancyStageOptions): Stage {
       const agent = ctx.agent!;
       const limit = tenancy.concurrencyFor(agent.tenant);
       if (!limit) return undefined;
-      const key = `${agent.key}|${ctx.endpoint!.url}`;
+      const key = slotKey(agent, ctx.endpoint!);
+      ctx.claimEndpoint = (next, endpoint) => {
+        ctx.releaseSlot?.();
+        ctx.releaseSlot = undefined;
+        const nextLimit = tenancy.concurrencyFor(next.tenant);
+        if (!nextLimit) return true;
+        const nextKey = slotKey(next, endpoint);
+        const free = tenancy.concurrency.stats(nextKey);
+        if (free.active >= nextLimit.perEndpoint || free.queued > 0) return false;
+        ctx.releaseSlot = tenancy.concurrency.acquire(nextKey, nextLimit) as () => void;
+        return true;
+      };
       const now = tenancy.concurrency.stats(key);
       if (now.active < limit.perEndpoint && now.queued === 0) {
         ctx.releaseSlot = tenancy.concurrency.acquire(key, limit) as () => void;

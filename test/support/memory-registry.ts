@@ -35,6 +35,9 @@ export class MemoryRegistry implements RouterRegistry {
   findAgent(tenant: string, agent: string) {
     return this.agents.get(`${tenant}/${agent}`)?.runtime;
   }
+  findAgentByKey(key: string) {
+    return this.agents.get(key)?.runtime;
+  }
   getAgent(tenant: string, agent: string) {
     const entry = this.agents.get(`${tenant}/${agent}`);
     return entry && ({ tenant, name: agent, tags: entry.runtime.tags, skills: entry.skills } as unknown as AgentView);

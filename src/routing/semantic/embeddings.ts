@@ -12,6 +12,9 @@ const MAX_SKILL_TEXT = 2000;
 const SKILL_BATCH = 32;
 /** Skill embeddings are not on the request path: they may take this long (a cold model, a long batch). */
 const SKILL_TIMEOUT_MS = 30_000;
+/** After a skill batch failed, its skills are not embedded again for this long, doubling per failure up to the max. */
+const SKILL_RETRY_MS = 1_000;
+const SKILL_RETRY_MAX_MS = 60_000;
 const QUERY_MAX_BYTES = 1024 * 1024;
 const BATCH_MAX_BYTES = 16 * 1024 * 1024;
 const MAX_DIMENSIONS = 16_384;
@@ -40,6 +43,9 @@ class LruMap<K, V> {
     this.map.set(key, value);
     if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
   }
+  delete(key: K): void {
+    this.map.delete(key);
+  }
   clear(): void {
     this.map.clear();
   }
@@ -67,7 +73,9 @@ export function skillText(skill: Skill, agentTags: readonly string[]): string {
  * (an agent scores as its closest skill), mapped linearly from [minSimilarity, maxSimilarity] to
  * [0, 1]. Skills are embedded once per text (an LRU cache of `cacheEntries` vectors; a changed
  * skill has a new text, so it is embedded again), in the background: a request waits for them only
- * within its deadline. The query is embedded per request.
+ * within its deadline. The query is embedded per request. Skills whose embedding failed are not
+ * asked for again until a back-off (1 s, doubling to 60 s) has passed: meanwhile the scorer fails
+ * at once (the decision is lexical) instead of sending the failing batch with every request.
  */
 export class EmbeddingsScorer implements Scorer {
   readonly name: string;
@@ -75,6 +83,8 @@ export class EmbeddingsScorer implements Scorer {
   private readonly plans: LruMap<string, AgentPlan>;
   /** Skill embeddings under way, by cache key; they resolve to the error, if any. */
   private readonly inflight = new Map<string, Promise<ScorerError | undefined>>();
+  /** Skills whose embedding failed, by cache key: not asked for again before `retryAt`. */
+  private readonly failed: LruMap<string, { error: ScorerError; retryAt: number; backoffMs: number }>;
 
   constructor(
     name: string,
@@ -84,6 +94,7 @@ export class EmbeddingsScorer implements Scorer {
     this.name = name;
     this.vectors = new LruMap(config.cacheEntries);
     this.plans = new LruMap(config.cacheEntries);
+    this.failed = new LruMap(config.cacheEntries);
   }
 
   async score(_tenant: string, query: CapabilityQuery, candidates: readonly ScoringCandidate[], signal: AbortSignal = new AbortController().signal): Promise<Map<string, number>> {
@@ -94,12 +105,18 @@ export class EmbeddingsScorer implements Scorer {
     const plans = candidates.map((candidate) => this.planOf(candidate));
     const waits = new Set<Promise<ScorerError | undefined>>();
     const missing = new Map<string, string>();
+    const now = performance.now();
     for (const plan of plans) {
       plan.keys.forEach((key, i) => {
         if (this.vectors.has(key) || missing.has(key)) return;
         const pending = this.inflight.get(key);
-        if (pending) waits.add(pending);
-        else missing.set(key, plan.texts[i]!);
+        if (pending) {
+          waits.add(pending);
+          return;
+        }
+        const failure = this.failed.get(key);
+        if (failure && failure.retryAt > now) throw new ScorerError(failure.error.reason, `${failure.error.message} (skills not embedded again for ${Math.ceil(failure.retryAt - now)} ms)`);
+        missing.set(key, plan.texts[i]!);
       });
     }
     const entries = [...missing];
@@ -138,10 +155,21 @@ export class EmbeddingsScorer implements Scorer {
       BATCH_MAX_BYTES,
     ).then(
       (vectors) => {
-        batch.forEach(([key], i) => this.vectors.set(key, vectors[i]!));
+        batch.forEach(([key], i) => {
+          this.vectors.set(key, vectors[i]!);
+          this.failed.delete(key);
+        });
         return undefined;
       },
-      (err: unknown) => (err instanceof ScorerError ? err : new ScorerError('invalid', String(err))),
+      (err: unknown) => {
+        const error = err instanceof ScorerError ? err : new ScorerError('invalid', String(err));
+        const now = performance.now();
+        for (const [key] of batch) {
+          const backoffMs = Math.min(SKILL_RETRY_MAX_MS, (this.failed.get(key)?.backoffMs ?? SKILL_RETRY_MS / 2) * 2);
+          this.failed.set(key, { error, retryAt: now + backoffMs, backoffMs });
+        }
+        return error;
+      },
     );
     for (const [key] of batch) this.inflight.set(key, done);
     void done.then(() => {
