@@ -10,8 +10,8 @@
 //    through a real Balancer (answers of 2-80 ms, 0-3 requests in flight; 1% of endpoints unhealthy,
 //    so some agents have none); a CapabilityRouter over it with the Balancer's loadOf, as
 //    src/gateway.ts wires them. One decision = router.route(tenant, {text}, eligible) +
-//    balancer.pick(chosen agent), with a policy-like eligibility callback (a set lookup that refuses
-//    2% of the agents). Timed one at a time in wall time and in process CPU time (which leaves out
+//    balancer.pick(chosen agent), candidates checked by the real policy engine (PolicySet.decide, as
+//    the gateway's candidatePolicyCheck; a deny rule refuses the 2% of agents tagged restricted). Timed one at a time in wall time and in process CPU time (which leaves out
 //    waits for a core on this shared machine), after a warm-up; best of --rounds rounds by p99. In
 //    the same rounds (in a loop of its own), rank() alone (limit = routing.intent.maxCandidates, no
 //    eligibility filter) for comparison, and how many times a decision called the eligibility check.
@@ -37,6 +37,7 @@ import { Endpoint } from '../src/registry/endpoint.js';
 import type { AgentRuntime, AgentView, SkillSummary } from '../src/registry/types.js';
 import { Balancer } from '../src/routing/balancer.js';
 import { CapabilityRouter, type Eligibility, type RouterRegistry } from '../src/routing/router.js';
+import { PolicySet, type Caller, type TargetAgent } from '../src/tenancy/policy/index.js';
 import type { AgentRecord, TenantRecord } from '../src/store/types.js';
 import { startTestGateway } from '../test/support/gateway.js';
 import { percentile, skillCorpus, type CorpusAgent, type CorpusQuery } from './skill-corpus.js';
@@ -109,6 +110,7 @@ class MemoryRegistry implements RouterRegistry {
       dataTags: [],
       skills: skills.map((skill) => ({ id: skill.id, tags: skill.tags })),
       a2aInterfaces: [{ path: '/a2a', version: '1.0' }],
+      loadPoll: undefined,
       jsonRpcPaths: new Set(['/a2a']),
       rrCursor: 0,
     };
@@ -203,16 +205,46 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
   const buildMs = performance.now() - started;
   const routerMb = memoryMb() - base - registryMb;
 
+  // The real policy engine, as the gateway asks it about each candidate (src/tenancy/stages.ts
+  // candidatePolicyCheck): every tenant lets its agents call each other's A2A interface, except the
+  // 2 % of agents tagged `restricted`, which a deny rule protects.
   const denied = new Set(corpus.agents.filter(() => random() < 0.02).map((agent) => `${agent.tenant}/${agent.name}`));
+  const policy = new PolicySet();
+  for (const tenant of registry.listTenants()) {
+    policy.setTenant(tenant.name, {
+      intraTenant: 'deny',
+      rules: [
+        { name: 'agents-a2a', effect: 'allow', from: { agents: ['*'] }, methods: ['POST'], paths: ['/a2a', '/a2a/*'] },
+        { name: 'restricted', effect: 'deny', to: { tags: ['restricted'] } },
+      ],
+    });
+  }
+  const targets = new WeakMap<AgentRuntime, TargetAgent>();
+  const targetOf = (agent: AgentRuntime): TargetAgent => {
+    let target = targets.get(agent);
+    if (!target) {
+      const tags = denied.has(agent.key) ? [...agent.tags, 'restricted'] : agent.tags;
+      targets.set(agent, (target = { tenant: agent.tenant, agent: agent.name, tags, skills: agent.skills, clearances: agent.clearances }));
+    }
+    return target;
+  };
+  const request = { method: 'POST', path: '/a2a', dataTags: [] };
+  const callers = new Map<string, Caller>();
   let asked = 0;
-  const eligible: Eligibility = (agent) => {
-    asked++;
-    return denied.has(agent.key) ? 'denied by policy' : undefined;
+  const eligibleFor = (tenant: string): Eligibility => {
+    let caller = callers.get(tenant);
+    if (!caller) callers.set(tenant, (caller = { tenant, agent: 'frontdesk', spiffeId: `spiffe://dmsc.test/tenant/${tenant}/agent/frontdesk`, labels: [] }));
+    const from = caller;
+    return (agent) => {
+      asked++;
+      const decision = policy.decide(from, targetOf(agent), request);
+      return decision.allow ? undefined : `policy: ${decision.code}`;
+    };
   };
   const limit = defaults.routing.intent.maxCandidates;
 
   const decide = (query: CorpusQuery) => {
-    const choice = router.route(query.tenant, { text: query.text }, eligible);
+    const choice = router.route(query.tenant, { text: query.text }, eligibleFor(query.tenant));
     return choice.agent ? (balancer.pick(choice.agent) ? choice : undefined) : choice;
   };
   for (let i = 0; i < 5_000; i++) {

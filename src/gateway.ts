@@ -12,7 +12,7 @@ import { createIdentityEndpoints } from './identity/endpoints.js';
 import { createTokenService, JwtAuthenticator } from './identity/oauth.js';
 import { startIdentity, type IdentityRuntime, type TlsFiles } from './identity/runtime.js';
 import { Registry } from './registry/index.js';
-import { Balancer, CapabilityRouter, capabilityRouteStage, routingAdmin, TaskRoutes } from './routing/index.js';
+import { Balancer, CapabilityRouter, capabilityRouteStage, LoadPoller, routingAdmin, TaskRoutes } from './routing/index.js';
 import { spiffeIdFor } from './identity/spiffe.js';
 import { promotePendingMasterKey, writePidFile } from './identity/master-key.js';
 import { openStore, type DurableStore } from './store/index.js';
@@ -145,6 +145,17 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     registry.onAgentChanged((tenant) => tenancy.refreshLimits(tenant));
     // Capability routing: the index follows the registry (agents, their cards' skills, tenants).
     const balancer = new Balancer(() => current.balancing);
+    const loadPoller = new LoadPoller({
+      balancing: () => current.balancing,
+      agentOverride: (tenant, agent) => registry.findAgent(tenant, agent)?.loadPoll,
+      findAgent: (tenant, agent) => registry.findAgent(tenant, agent),
+      tlsDispatcher: (tenant, agent) => identity.upstreamDispatcher(tenant, agent),
+      logger: logger.child({ component: 'load-poll' }),
+    });
+    cleanup.push(() => loadPoller.stop());
+    registry.onAgentChanged((tenant, agent) => loadPoller.sync(tenant, agent));
+    // Every agent has an endpoint: the health samples list them all, cheaply.
+    const syncLoadPolls = () => loadPoller.syncAll(registry.endpointHealth());
     const router = new CapabilityRouter({
       registry,
       config: () => current.routing,
@@ -176,6 +187,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     }
     cleanup.push(() => registry.stop());
     router.syncAll();
+    syncLoadPolls();
 
     const metrics = new GatewayMetrics();
     metrics.setEndpointHealthSource(() => registry.endpointHealth());
@@ -333,6 +345,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       if (router.reconfigure()) logger.info('routing synonyms changed');
       tokenService.update(next);
       await registry.applyConfig(next.tenants);
+      syncLoadPolls();
       logger.info({ tenants: next.tenants.length }, 'configuration reloaded');
     };
 

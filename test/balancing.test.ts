@@ -14,6 +14,8 @@ interface Behaviour {
   status: number;
   /** `x-dmsc-load` value to send, if any */
   load?: string;
+  /** ORCA `endpoint-load-metrics` value to send, if any */
+  orca?: string;
   /** 'reset': destroys the connection after reading the request; 'hang': never answers */
   fault?: 'reset' | 'hang';
 }
@@ -50,6 +52,7 @@ async function replica(name: string, behaviour: Partial<Behaviour> = {}): Promis
         const body = JSON.stringify({ name, bodyBytes });
         const headers: Record<string, string> = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
         if (b.load !== undefined) headers['x-dmsc-load'] = b.load;
+        if (b.orca !== undefined) headers['endpoint-load-metrics'] = b.orca;
         res.writeHead(b.status, headers);
         res.end(body);
       };
@@ -189,6 +192,24 @@ describe('load-aware balancing', () => {
 
     const status = (await endpointStatus(gw, 'pool')).find((e) => e.url === d.url)!;
     assert.deepEqual((status.load.reported as { utilization: number; queue: number }).utilization, 0.95, 'the Admin API shows the reported load');
+  });
+
+  it("reads ORCA's endpoint-load-metrics on answers (TEXT and JSON) and strips it", async () => {
+    const replicas = await Promise.all(['a', 'b'].map((name) => replica(name, { orca: 'TEXT cpu_utilization=0.1, named_metrics.queue=2' })));
+    const gw = await gateway([{ name: 'pool', endpoints: replicas.map((r) => r.url) }]);
+    const pool = client(gw);
+    const reportOf = async (r: Replica) => {
+      const reported = (await endpointStatus(gw, 'pool')).find((e) => e.url === r.url)!.load.reported as { utilization: number; queue: number } | undefined;
+      return reported && { utilization: reported.utilization, queue: reported.queue };
+    };
+    for (let i = 0; i < 20 && (!(await reportOf(replicas[0]!)) || !(await reportOf(replicas[1]!))); i++) {
+      const answer = await call(pool, '/agents/acme/pool/');
+      assert.equal(answer.headers['endpoint-load-metrics'], undefined, 'the report is for the gateway, not the caller');
+    }
+    assert.deepEqual(await reportOf(replicas[0]!), { utilization: 0.1, queue: 2 });
+    replicas[1]!.behaviour.orca = 'JSON {"cpu_utilization": 0.9, "named_metrics": {"queue": 40}}';
+    for (let i = 0; i < 40 && (await reportOf(replicas[1]!))?.queue !== 40; i++) await call(pool, '/agents/acme/pool/');
+    assert.deepEqual(await reportOf(replicas[1]!), { utilization: 0.9, queue: 40 });
   });
 
   it('moves traffic off an endpoint within one second of it becoming slow', async () => {

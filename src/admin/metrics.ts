@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EndpointHealthSample } from '../registry/types.js';
-import { loadReportCounters, outlierCounters, retryCounters, routeDecisionCounters, scorerCounters } from '../routing/index.js';
+import { loadPollCounters, loadReportCounters, outlierCounters, retryCounters, routeDecisionCounters, scorerCounters } from '../routing/index.js';
 import type { DataplaneTelemetry, UpstreamErrorKind } from './telemetry.js';
 
 /** Distinct (tenant, agent) label pairs kept per GatewayMetrics; later pairs are reported as OTHER_LABEL. */
@@ -149,7 +149,11 @@ export class GatewayMetrics implements DataplaneTelemetry {
       () => routeDecisionCounters().decisions.map(({ tenant, outcome, count }) => [[tenant, outcome], count]),
     );
     counter('dmsc_route_failovers_total', 'Requests moved to the next-best agent because the chosen one could not be reached.', [], () => [[[], routeDecisionCounters().failovers]]);
-    counter('dmsc_load_reports_total', 'x-dmsc-load headers read from agents, by result (rejected: malformed, ignored).', ['result'], () => {
+    counter("dmsc_load_polls_total", "Polls of agents' load endpoints (balancing.loadPoll), by result.", ['result'], () => {
+      const c = loadPollCounters();
+      return [[['ok'], c.ok], ...Object.entries(c.failed).map(([reason, value]): [string[], number] => [[reason], value])];
+    });
+    counter('dmsc_load_reports_total', "Load reports on agents' answers (x-dmsc-load, ORCA endpoint-load-metrics), by result (rejected: malformed, ignored).", ['result'], () => {
       const c = loadReportCounters();
       return [[['accepted'], c.accepted], [['rejected'], c.rejected]];
     });

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { rateSchema, tenantLimitsSchema } from '../tenancy/limits/schema.js';
 import { maskingSchema } from '../tenancy/masking/schema.js';
 import { dataTagSchema, gatewayPolicySchema, tenantPolicyIssues, tenantPolicySchema } from '../tenancy/policy/schema.js';
-import { balancingSchema } from '../routing/balancing-config.js';
+import { agentLoadPollSchema, balancingSchema } from '../routing/balancing-config.js';
 import { routingSchema, tenantRoutingSchema } from '../routing/config.js';
 
 // Every limit has a safe default; every field can be omitted from YAML.
@@ -77,6 +77,8 @@ export const agentSchema = z
     limits: rateSchema.optional(),
     /** Skills for capability routing, beside those of its Agent Card (a card skill with the same id wins). */
     skills: z.array(skillSchema).max(256).optional(),
+    /** Polling this agent's endpoints for their load: `false`, or overrides of `balancing.loadPoll` (which turn it on). */
+    loadPoll: agentLoadPollSchema.optional(),
   })
   .strict();
 

@@ -9,7 +9,7 @@ import type { PeerCertificate } from 'node:tls';
 import type { AgentRuntime, EndpointState, RegistryView } from '../registry/types.js';
 import type { EndpointBalancer } from '../routing/balancer.js';
 import type { RetriesConfig } from '../routing/balancing-config.js';
-import { LOAD_HEADER } from '../routing/load.js';
+import { LOAD_HEADER, ORCA_HEADER } from '../routing/load.js';
 import { RetryBudgets, type RetryReason } from '../routing/retry-budget.js';
 import type { RequestContext } from './context.js';
 import { GatewayError, errors } from './errors.js';
@@ -213,7 +213,7 @@ export class Forwarder {
       stream.setTimeout(timeouts.idleMs, () => ctx.abortUpstream!(new UpstreamTimeout('idle')));
       this.opts.registry.reportSuccess(endpoint);
       const status = Number(upstreamHeaders[':status']);
-      const load = upstreamHeaders[LOAD_HEADER];
+      const load = upstreamHeaders[LOAD_HEADER] ?? upstreamHeaders[ORCA_HEADER];
       this.opts.balancer.answered(agent, endpoint, status, performance.now() - startedAt, typeof load === 'string' ? load : undefined);
       ctx.status = status;
       const headers = downstreamFromHttp2(ctx, upstreamHeaders);
@@ -448,15 +448,20 @@ function perTryMs(timeouts: TimeoutsConfig): number {
   return timeouts.perTryMs !== undefined && timeouts.perTryMs < timeouts.firstByteMs ? timeouts.perTryMs : 0;
 }
 
-/** The value of `x-dmsc-load` in undici's raw response headers, if any (names compared without allocating first). */
+/**
+ * The agent's load report in undici's raw response headers: `x-dmsc-load`, else ORCA's
+ * `endpoint-load-metrics`, if any (names compared by length and a byte before allocating).
+ */
 function loadHeaderIn(raw: Buffer[]): string | undefined {
+  let orca: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.length === LOAD_HEADER.length && (name[0]! | 0x20) === 0x78 && (name[2]! | 0x20) === 0x64 && name.toString('latin1').toLowerCase() === LOAD_HEADER) {
       return raw[i + 1]!.toString('latin1');
     }
+    if (name.length === ORCA_HEADER.length && (name[0]! | 0x20) === 0x65 && name.toString('latin1').toLowerCase() === ORCA_HEADER) orca = raw[i + 1]!.toString('latin1');
   }
-  return undefined;
+  return orca;
 }
 
 /** undici's dispatch handler that writes the upstream response straight to the caller. */

@@ -37,6 +37,8 @@ const DROP_RESPONSE = new Set([
   'x-dmsc-routed-to',
   // The agent's load report is for the gateway's balancer (routing/load.ts), not for the caller.
   'x-dmsc-load',
+  'endpoint-load-metrics',
+  'endpoint-load-metrics-bin',
 ]);
 
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {

@@ -382,6 +382,7 @@ export class Registry implements RegistryView, RegistryAdmin {
       dataTags: spec.dataTags,
       limits: spec.limits,
       skills: spec.skills,
+      loadPoll: spec.loadPoll,
     });
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
@@ -588,6 +589,7 @@ function buildRuntime(record: AgentRecord, endpoints: Endpoint[], card: AgentCar
     ...(card ? { card } : {}),
     jsonRpcPaths: jsonRpcPaths(card?.card, record.endpoints),
     a2aInterfaces: jsonRpcInterfaces(card?.card, record.endpoints),
+    loadPoll: record.settings?.loadPoll,
     rrCursor,
   };
 }
@@ -669,6 +671,7 @@ function settingsOf(agent: AgentConfig): { settings?: AgentSettings } {
     ...(agent.dataTags?.length ? { dataTags: agent.dataTags } : {}),
     ...(agent.limits ? { limits: agent.limits as Record<string, unknown> } : {}),
     ...(agent.skills?.length ? { skills: agent.skills } : {}),
+    ...(agent.loadPoll !== undefined ? { loadPoll: agent.loadPoll } : {}),
   };
   return Object.keys(settings).length > 0 ? { settings } : {};
 }

@@ -32,7 +32,7 @@ export interface EndpointLoad {
   failures: number;
   /** When latencyMs, attempts and failures were last updated; 0: never. */
   at: number;
-  /** From the agent's `x-dmsc-load` header: utilisation 0..1 and queue depth, as of `reportedAt` (0: never). */
+  /** What the agent reports (`x-dmsc-load` or ORCA, on its answers or polled): utilisation 0..1 and queue depth, as of `reportedAt` (0: none). */
   utilization: number;
   queue: number;
   reportedAt: number;
@@ -73,6 +73,8 @@ export interface AgentRuntime {
   readonly card?: AgentCardRecord;
   /** The card's JSON-RPC interfaces and the A2A version of each, for the tenant's A2A endpoint. */
   readonly a2aInterfaces: readonly { readonly path: string; readonly version: '1.0' | '0.3' }[];
+  /** Its own `loadPoll` setting (config or Admin API), if any. */
+  readonly loadPoll: AgentSettings['loadPoll'];
   /** Agent-relative paths of the card's JSON-RPC interfaces (e.g. '/a2a/jsonrpc'), for A2A-shaped errors. */
   readonly jsonRpcPaths: ReadonlySet<string>;
   /** Round-robin cursor, owned by the balancer. */
@@ -97,6 +99,7 @@ export interface AgentSpec {
   dataTags?: string[];
   limits?: Record<string, unknown>;
   skills?: NonNullable<AgentSettings['skills']>;
+  loadPoll?: AgentSettings['loadPoll'];
 }
 
 export type { AgentSettings };
@@ -118,7 +121,7 @@ export interface EndpointLoadStatus {
   latencyMs?: number;
   /** Recent share of failed attempts (decayed counts, one success assumed as a prior). */
   errorRate: number;
-  /** The agent's last `x-dmsc-load` report. */
+  /** The agent's last load report (`x-dmsc-load` or ORCA, on an answer or polled). */
   reported?: { utilization: number; queue: number; at: string };
 }
 

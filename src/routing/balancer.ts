@@ -1,6 +1,6 @@
 import type { AgentRuntime, EndpointState } from '../registry/types.js';
 import type { BalancingConfig, OutlierDetectionConfig } from './balancing-config.js';
-import { LOAD_HEADER, endpointCost, parseLoadHeader, prefer, recordOutcome, recordReport, type Outcome } from './load.js';
+import { LOAD_HEADER, endpointCost, parseLoadReport, prefer, recordOutcome, recordReport, type Outcome } from './load.js';
 import { AVAILABLE, PROBE, UNAVAILABLE, availability, probeAbandoned, probeStarted, recordAttempt, type Availability } from './outlier.js';
 
 export { LOAD_HEADER };
@@ -15,7 +15,10 @@ const DEFAULT_OUTLIER = { enabled: true, intervalMs: 10_000 };
 export interface EndpointBalancer {
   /** An endpoint of `agent` for the next attempt, skipping `tried`; undefined when none is available. */
   pick(agent: AgentRuntime, tried?: readonly EndpointState[]): EndpointState | undefined;
-  /** The endpoint answered (response headers) after `latencyMs`; `loadHeader` is its `x-dmsc-load` value. */
+  /**
+   * The endpoint answered (response headers) after `latencyMs`; `loadHeader` is its load report: the
+   * `x-dmsc-load` value, or else the ORCA `endpoint-load-metrics` one (`TEXT …`, `JSON …`).
+   */
   answered(agent: AgentRuntime, endpoint: EndpointState, status: number, latencyMs: number, loadHeader: string | undefined): void;
   /** The attempt failed without an answer: connect/reset (`latencyMs` -1) or a timeout (its duration). */
   failed(agent: AgentRuntime, endpoint: EndpointState, latencyMs: number, timedOut: boolean): void;
@@ -25,7 +28,7 @@ export interface EndpointBalancer {
 
 const loadReports = { accepted: 0, rejected: 0 };
 
-/** How many `x-dmsc-load` headers were used and how many were ignored as malformed. */
+/** How many load report headers (`x-dmsc-load`, ORCA) were used and how many were ignored as malformed. */
 export function loadReportCounters(): { accepted: number; rejected: number } {
   return { ...loadReports };
 }
@@ -145,7 +148,7 @@ export class Balancer implements EndpointBalancer {
     const failed = status >= 500;
     recordOutcome(endpoint.load, now, settings.decayMs, latencyMs, failed ? 'error' : 'ok');
     if (loadHeader !== undefined && settings.reportedLoad) {
-      const report = parseLoadHeader(loadHeader);
+      const report = parseLoadReport(loadHeader);
       if (report) {
         recordReport(endpoint.load, now, report);
         loadReports.accepted++;

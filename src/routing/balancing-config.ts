@@ -37,6 +37,33 @@ export const retriesSchema = z
   })
   .strict();
 
+/** Polling each endpoint for its load (docs/balancing.md, "Polled load"), for agents that cannot set a response header. */
+export const loadPollSchema = z
+  .object({
+    /** Poll every agent's endpoints; an agent's own `loadPoll` turns it on (an object) or off (`false`) for that agent. */
+    enabled: z.boolean().default(false),
+    /** Appended to the endpoint URL (its base path included), as health checks do. */
+    path: z.string().startsWith('/').max(256).default('/load'),
+    /** Each endpoint is polled this often (±10 %, first poll at a random point of the interval). */
+    intervalMs: ms(100, 600_000).default(1000),
+    /** For the whole answer, body included; a slower answer counts as a failed poll. */
+    timeoutMs: ms(10, 60_000).default(500),
+    /** A larger answer is not read (a failed poll); a report is a few dozen bytes. */
+    maxBodyBytes: z.number().int().min(64).max(65_536).default(4096),
+    /** Polls in flight at once over all endpoints; the others wait their turn. */
+    maxConcurrent: z.number().int().min(1).max(4096).default(64),
+  })
+  .strict();
+
+/** An agent's own `loadPoll`: `false` never polls it; an object polls it (even when `balancing.loadPoll.enabled` is false), unset fields from `balancing.loadPoll`. */
+export const agentLoadPollSchema = z.union([
+  z.literal(false),
+  z
+    .object({ path: z.string().startsWith('/').max(256), intervalMs: ms(100, 600_000), timeoutMs: ms(10, 60_000) })
+    .partial()
+    .strict(),
+]);
+
 export const balancingSchema = z
   .object({
     /** load-aware: power of two choices on a load score; round-robin: in turn. Both skip ejected endpoints. */
@@ -45,8 +72,10 @@ export const balancingSchema = z
     decayMs: ms(100, 600_000).default(2000),
     /** How much the recent error rate weighs: the score is multiplied by 1 + errorPenalty x rate. */
     errorPenalty: z.number().min(0).max(1000).default(10),
-    /** Read `x-dmsc-load` from every upstream answer (and strip it from what the caller receives). */
+    /** Use the load agents report: `x-dmsc-load` (or ORCA) on every upstream answer (stripped from what the caller receives) and polled reports. */
     reportedLoad: z.boolean().default(true),
+    /** Poll a load endpoint on each agent endpoint (off by default; needs reportedLoad). */
+    loadPoll: loadPollSchema.prefault({}),
     outlierDetection: outlierDetectionSchema.prefault({}),
     retries: retriesSchema.prefault({}),
   })
@@ -55,3 +84,5 @@ export const balancingSchema = z
 export type BalancingConfig = z.infer<typeof balancingSchema>;
 export type OutlierDetectionConfig = z.infer<typeof outlierDetectionSchema>;
 export type RetriesConfig = z.infer<typeof retriesSchema>;
+export type LoadPollConfig = z.infer<typeof loadPollSchema>;
+export type AgentLoadPoll = z.infer<typeof agentLoadPollSchema>;

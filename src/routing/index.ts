@@ -10,3 +10,4 @@ export { capabilityRouteStage, CAPABILITY_HEADER, TENANT_A2A_PATH } from './stag
 export { TaskRoutes } from './task-routes.js';
 export { routingAdmin } from './admin.js';
 export { routeDecisionCounters } from './decisions.js';
+export { LoadPoller, loadPollCounters } from './load-poller.js';

@@ -1,9 +1,11 @@
+import { z } from 'zod';
 import type { EndpointLoad, EndpointState } from '../registry/types.js';
 
 /**
  * Per-endpoint load: what the gateway observes (time to response headers as a peak EWMA, a decaying
- * error rate, requests in flight) and what the agent reports in `x-dmsc-load`, folded into one cost
- * (lower is better) that the power-of-two-choices balancer compares.
+ * error rate, requests in flight) and what the agent reports (`x-dmsc-load` or ORCA, on its answers
+ * or from a polled endpoint), folded into one cost (lower is better) that the power-of-two-choices
+ * balancer compares.
  */
 
 export const LOAD_HEADER = 'x-dmsc-load';
@@ -60,6 +62,86 @@ export function parseLoadHeader(value: string): LoadReport | undefined {
   return { utilization: utilization ?? 0, queue: queue ?? 0 };
 }
 
+/** ORCA's per-response load report (Envoy, gRPC: xds.data.orca.v3.OrcaLoadReport), as a header or a polled body. */
+export const ORCA_HEADER = 'endpoint-load-metrics';
+/** The ORCA named metric read as the queue depth. */
+export const ORCA_QUEUE_METRIC = 'queue';
+
+const ORCA_FIELDS = new Set(['cpu_utilization', 'mem_utilization', 'application_utilization', 'rps_fractional', 'eps', 'rps']);
+const ORCA_MAPS = ['named_metrics.', 'utilization.', 'request_cost.'];
+const ORCA_NUMBER = /^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
+const MAX_ORCA_CHARS = 4096;
+
+const utilizationField = z.number().min(0).optional();
+const metricsMap = z.record(z.string().min(1), z.number()).optional();
+/** The OrcaLoadReport fields the cost uses, in proto3 JSON (original or lowerCamelCase names; unknown fields skipped). */
+const orcaJsonSchema = z.object({
+  cpu_utilization: utilizationField,
+  cpuUtilization: utilizationField,
+  application_utilization: utilizationField,
+  applicationUtilization: utilizationField,
+  named_metrics: metricsMap,
+  namedMetrics: metricsMap,
+});
+
+/**
+ * Parses an ORCA load report: `TEXT cpu_utilization=0.3, named_metrics.queue=4` (comma-separated
+ * `name=value` or `name:value`, Envoy's native HTTP encoding) or `JSON {"cpu_utilization":0.3,
+ * "named_metrics":{"queue":4}}` (proto3 JSON). Utilisation is application_utilization when set (> 0),
+ * else cpu_utilization (capped at 1, as gRPC's weighted round-robin does); the queue depth is the named
+ * metric `queue`. Unset fields are 0, as in proto3. `BIN` (base64 protobuf), unknown metric names,
+ * duplicates, non-finite or negative values make the whole report ignored (undefined).
+ */
+export function parseOrcaReport(value: string): LoadReport | undefined {
+  const text = value.trim();
+  if (text.length > MAX_ORCA_CHARS) return undefined;
+  let cpu = 0;
+  let application = 0;
+  let queue = 0;
+  if (text === 'TEXT' || text.startsWith('TEXT ')) {
+    const seen = new Set<string>();
+    const body = text.slice(4).trim();
+    for (const member of body === '' ? [] : body.split(',')) {
+      const at = member.search(/[=:]/);
+      if (at < 0) return undefined;
+      const name = member.slice(0, at).trim();
+      const raw = member.slice(at + 1).trim();
+      if (seen.has(name) || !ORCA_NUMBER.test(raw)) return undefined;
+      seen.add(name);
+      const number = Number(raw);
+      if (!Number.isFinite(number)) return undefined;
+      if (name === 'cpu_utilization') cpu = number;
+      else if (name === 'application_utilization') application = number;
+      else if (name === `named_metrics.${ORCA_QUEUE_METRIC}`) queue = number;
+      else if (!ORCA_FIELDS.has(name) && !ORCA_MAPS.some((prefix) => name.length > prefix.length && name.startsWith(prefix))) return undefined;
+    }
+  } else if (text.startsWith('JSON ') || text.startsWith('{')) {
+    let json: unknown;
+    try {
+      json = JSON.parse(text.startsWith('{') ? text : text.slice(5));
+    } catch {
+      return undefined;
+    }
+    const parsed = orcaJsonSchema.safeParse(json);
+    if (!parsed.success) return undefined;
+    const report = parsed.data;
+    cpu = report.cpu_utilization ?? report.cpuUtilization ?? 0;
+    application = report.application_utilization ?? report.applicationUtilization ?? 0;
+    queue = (report.named_metrics ?? report.namedMetrics)?.[ORCA_QUEUE_METRIC] ?? 0;
+  } else {
+    return undefined;
+  }
+  if (cpu < 0 || application < 0 || queue < 0) return undefined;
+  return { utilization: Math.min(1, application > 0 ? application : cpu), queue: Math.min(MAX_REPORTED_QUEUE, queue) };
+}
+
+/** A report in either syntax: ORCA (`TEXT …`, `JSON …`, a JSON object) or `x-dmsc-load`. */
+export function parseLoadReport(value: string): LoadReport | undefined {
+  const first = value.trimStart().charCodeAt(0);
+  // 'T', 'J', 'B', '{': no x-dmsc-load value starts with an upper-case letter or a brace.
+  return first === 0x54 || first === 0x4a || first === 0x42 || first === 0x7b ? parseOrcaReport(value) : parseLoadHeader(value);
+}
+
 export type Outcome = 'ok' | 'error' | 'timeout';
 
 /**
@@ -86,6 +168,13 @@ export function recordReport(load: EndpointLoad, now: number, report: LoadReport
   load.utilization = report.utilization;
   load.queue = report.queue;
   load.reportedAt = now;
+}
+
+/** Forgets the agent's report (its source went quiet): the endpoint is judged by what the gateway observes. */
+export function clearReport(load: EndpointLoad): void {
+  load.utilization = 0;
+  load.queue = 0;
+  load.reportedAt = 0;
 }
 
 export interface ScoreSettings {

@@ -50,6 +50,8 @@ export interface AgentSettings {
   limits?: Record<string, unknown>;
   /** Skills declared in config or through the Admin API (A2A skill shape), beside its card's. */
   skills?: Array<{ id: string; name?: string; description?: string; tags: string[]; examples?: string[]; inputModes?: string[]; outputModes?: string[] }>;
+  /** Polling its endpoints for their load: false never; an object overrides `balancing.loadPoll` (and turns it on). */
+  loadPoll?: false | { path?: string; intervalMs?: number; timeoutMs?: number };
 }
 
 /** The last Agent Card fetched from an agent, exactly as the agent served it. */
