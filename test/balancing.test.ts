@@ -469,4 +469,20 @@ describe('failover to the next-best agent', () => {
     assert.equal(again.statusCode, 200);
     await again.body.dump();
   });
+
+  it('moves to at most balancing.retries.maxFailovers other agents', async () => {
+    const config = gw.gateway.config();
+    await gw.gateway.reload({ ...config, balancing: { ...config.balancing, retries: { ...config.balancing.retries, maxFailovers: 0 } } });
+    const pool = client(gw);
+    const hits = backup.hits.length;
+    const refused = await ask(pool);
+    const body = (await refused.body.json()) as { error?: { code?: string } };
+    assert.equal(refused.statusCode, 502);
+    assert.equal(body.error?.code, 'upstream_unavailable');
+    assert.equal(backup.hits.length, hits);
+    await gw.gateway.reload(config);
+    const res = await ask(pool);
+    assert.equal(res.statusCode, 200);
+    await res.body.dump();
+  });
 });

@@ -58,6 +58,8 @@ export class RequestContext {
    * chosen one failed before the request reached it; returns that agent's endpoint, or undefined.
    */
   failover: (() => EndpointState | undefined) | undefined = undefined;
+  /** How many times the request moved to another agent (balancing.retries.maxFailovers). */
+  failovers = 0;
   status = 0;
   errorCode: string | undefined = undefined;
   /** Aborts the in-flight upstream exchange, if any. */

@@ -297,7 +297,8 @@ export class Forwarder {
     if (!tried.includes(failed)) tried.push(failed);
     const current = ctx.agent!;
     const attemptsLeft = triedOf(current, tried) < settings.maxAttempts;
-    if (!attemptsLeft && !(reason === 'connect' && ctx.failover)) return undefined;
+    const mayFailOver = reason === 'connect' && ctx.failover !== undefined && ctx.failovers < settings.maxFailovers;
+    if (!attemptsLeft && !mayFailOver) return undefined;
     const now = performance.now();
     if (ctx.deadlineAt !== 0 && ctx.deadlineAt <= now) return undefined;
     // A body that was (partly) sent cannot be replayed: the stream is consumed.
@@ -307,7 +308,7 @@ export class Forwarder {
     if (!this.budgets.allows(agent.key, now)) return undefined;
     let next = attemptsLeft ? this.pickClaimed(ctx, current, tried) : undefined;
     // The request never reached any endpoint of this agent: the next-best agent may take it.
-    if (!next && reason === 'connect' && ctx.failover) next = this.failoverClaimed(ctx);
+    if (!next && mayFailOver) next = this.failoverClaimed(ctx);
     if (next) this.budgets.spend(agent.key, reason, now);
     return next;
   }
@@ -326,7 +327,9 @@ export class Forwarder {
   private failoverClaimed(ctx: RequestContext): EndpointState | undefined {
     for (;;) {
       const next = ctx.failover!();
-      if (!next || !ctx.claimEndpoint || ctx.claimEndpoint(ctx.agent!, next)) return next;
+      if (next && ctx.claimEndpoint && !ctx.claimEndpoint(ctx.agent!, next)) continue;
+      if (next) ctx.failovers++;
+      return next;
     }
   }
 

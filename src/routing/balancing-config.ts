@@ -25,8 +25,10 @@ export const outlierDetectionSchema = z
 
 export const retriesSchema = z
   .object({
-    /** Attempts per request, the first included (1: no retries). */
+    /** Attempts per request on one agent, the first included (1: no retries). */
     maxAttempts: z.number().int().min(1).max(10).default(3),
+    /** Times a request that reached no endpoint may move to the next-best agent (capability routing). */
+    maxFailovers: z.number().int().min(0).max(10).default(2),
     /** Retries may add at most this share of an agent's requests over the window (Linkerd/Finagle: 0.2)... */
     budgetRatio: z.number().min(0).max(10).default(0.2),
     /** ...plus this many per second, so that a quiet agent can still fail over (Linkerd/Finagle: 10). */
