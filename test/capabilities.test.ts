@@ -462,6 +462,75 @@ describe('capability index: large tenants (pruning, dense terms, churn)', () => 
     assert.ok(same.length >= 0.8 * queries.length, `${same.length} of ${queries.length}`);
   });
 
+  describe('an agent filter with the work budget cutting candidates', () => {
+    const budget = { maxPostingsPerQuery: 300 };
+    const index = build(300, budget);
+    const long = queries.filter((text) => text.split(' ').length >= 8);
+
+    it('a permissive filter is asked about few agents and changes nothing but the refused', () => {
+      for (const text of long) {
+        const unfiltered = index.rank('big', { text }, { limit: 6 });
+        const asked = new Set<string>();
+        const all = index.rank('big', { text }, { candidates: (key) => (asked.add(key), true) });
+        assert.deepEqual(all.map((agent) => [agent.agentKey, agent.score]), unfiltered.slice(0, 5).map((agent) => [agent.agentKey, agent.score]), text);
+        assert.ok(asked.size <= 7, `${asked.size} agents asked: ${text}`);
+        // Refusing the best agent: the same ranking without it.
+        const refused = unfiltered[0]!.agentKey;
+        asked.clear();
+        const ranked = index.rank('big', { text }, { candidates: (key) => (asked.add(key), key !== refused) });
+        assert.deepEqual(ranked.map((agent) => agent.agentKey), unfiltered.slice(1, 6).map((agent) => agent.agentKey), text);
+        assert.ok(asked.size <= 7, `${asked.size} agents asked: ${text}`);
+      }
+    });
+
+    it('a restrictive filter still finds the agents it allows', () => {
+      const allowed = ['big/a7', 'big/a150', 'big/a299'];
+      const exhaustive = build(300, exact);
+      for (const agent of [7, 150, 299]) {
+        for (const skill of skillsOf(agent, 0)) {
+          // The skill's text and common words: the allowed agents are far from the top unfiltered.
+          const text = `${skill.name} ${skill.description} ${words(6)}`;
+          const asked = new Set<string>();
+          const ranked = index.rank('big', { text }, { limit: 8, candidates: (key) => (asked.add(key), allowed.includes(key)) });
+          assert.equal(ranked[0]?.agentKey, `big/a${agent}`, text);
+          assert.ok(ranked.every((entry) => allowed.includes(entry.agentKey)));
+          assert.ok(asked.size > 12, 'refusals make it filter before the cap');
+          const best = exhaustive.rank('big', { text }, { limit: 8, candidates: (key) => allowed.includes(key) });
+          assert.equal(ranked[0]!.skillId, best[0]!.skillId, text);
+        }
+      }
+    });
+
+    it('a filter that throws leaves the index as it was', () => {
+      const text = long[0]!;
+      const before = index.rank('big', { text }).map((agent) => [agent.agentKey, agent.score]);
+      // Thrown while selecting (after 3 calls) or while evaluating the query again, filtered (after 20).
+      for (const calls of [3, 20]) {
+        let called = 0;
+        const failing = (): boolean => {
+          if (++called > calls) throw new Error('policy engine down');
+          return false;
+        };
+        assert.throws(() => index.rank('big', { text }, { candidates: failing }), /policy engine down/);
+        assert.ok(called > calls);
+        assert.deepEqual(index.rank('big', { text }).map((agent) => [agent.agentKey, agent.score]), before);
+      }
+    });
+
+    it('whatever the share refused, results are accepted agents by descending score, each asked once', () => {
+      for (const share of [0.02, 0.3, 0.9]) {
+        const refused = new Set(Array.from({ length: 300 }, (_, a) => `big/a${a}`).filter(() => random() < share));
+        for (const text of long) {
+          const asked: string[] = [];
+          const ranked = index.rank('big', { text }, { limit: 8, candidates: (key) => (asked.push(key), !refused.has(key)) });
+          assert.ok(ranked.length > 0 && ranked.every((entry) => !refused.has(entry.agentKey)), text);
+          assert.ok(ranked.every((entry, i) => i === 0 || entry.score <= ranked[i - 1]!.score), text);
+          assert.equal(new Set(asked).size, asked.length, 'the filter is asked once per agent');
+        }
+      }
+    });
+  });
+
   it('after churn, ranks like an index built from scratch with the same content', () => {
     const churned = build(300);
     const versions = new Map<number, number>();

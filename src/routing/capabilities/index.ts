@@ -1,5 +1,5 @@
 import { skillsDigest } from './digest.js';
-import { TenantIndex, type Hit, type Settings } from './tenant-index.js';
+import { Hit, TenantIndex, type Settings } from './tenant-index.js';
 import { analyze, DEFAULT_SYNONYMS, normalizeTag, SynonymTable, type QueryTerm, type Term } from './text.js';
 import {
   SKILL_FIELDS,
@@ -127,8 +127,7 @@ export class CapabilityIndex {
   rank(tenant: string, query: CapabilityQuery, options: RankOptions = {}): RankedAgent[] {
     const index = this.tenants.get(tenant);
     if (!index) return [];
-    const hits = index.match(this.queryTerms(query), requiredTags(query), true, options.limit ?? DEFAULT_LIMIT, options.candidates);
-    return hits.map((hit) => new LazyRankedAgent(hit));
+    return index.match(this.queryTerms(query), requiredTags(query), true, options.limit ?? DEFAULT_LIMIT, options.candidates);
   }
 
   /**
@@ -147,7 +146,7 @@ export class CapabilityIndex {
       if (terms.length === 0 && tags.length === 0) {
         for (const doc of index.allDocs()) {
           if (matches.length >= limit) return matches;
-          matches.push(skillMatch(tenant, { doc, score: 0, confidence: 0, explain: () => ({ fields: {}, synonyms: [], tags: [] }) }));
+          matches.push(skillMatch(tenant, new Hit(doc, 0, 0, [], [])));
         }
         continue;
       }
@@ -180,9 +179,12 @@ export class CapabilityIndex {
 
   private queryTerms(query: CapabilityQuery): QueryTerm[] {
     if (!query.text) return [];
+    const terms = analyze(query.text);
+    // At most MAX_QUERY_WORDS distinct stems: only a longer text can have more.
+    if (terms.length <= MAX_QUERY_WORDS) return this.synonyms.expand(terms, this.synonymWeight);
     const kept: Term[] = [];
     const distinct = new Set<string>();
-    for (const term of analyze(query.text)) {
+    for (const term of terms) {
       if (!distinct.has(term.stem)) {
         if (distinct.size === MAX_QUERY_WORDS) break;
         distinct.add(term.stem);
@@ -199,8 +201,11 @@ function synonymTable({ synonyms, replaceDefaultSynonyms }: Pick<CapabilityIndex
 
 const MAX_REQUIRED_TAGS = 32;
 
-function requiredTags(query: CapabilityQuery): string[] {
-  const tags = [...new Set((query.tags ?? []).map(normalizeTag).filter((tag) => tag.length > 0))];
+const NO_TAGS: readonly string[] = [];
+
+function requiredTags(query: CapabilityQuery): readonly string[] {
+  if (!query.tags || query.tags.length === 0) return NO_TAGS;
+  const tags = [...new Set(query.tags.map(normalizeTag).filter((tag) => tag.length > 0))];
   if (tags.length > MAX_REQUIRED_TAGS) throw new RangeError(`at most ${MAX_REQUIRED_TAGS} required tags`);
   return tags;
 }
@@ -209,55 +214,36 @@ function skillMatch(tenant: string, hit: Hit): SkillMatch {
   return new LazySkillMatch(tenant, hit);
 }
 
-/*
- * Ranked agents and skill matches compute their explanation when it is first read (most callers
- * only read the chosen one's), through a getter of their class. Not a getter in an object literal:
- * V8 makes each such object a dictionary-mode object (~0.4 µs each) and its accessor keeps the
- * query's young objects alive through minor GCs (measured in a rank() loop at 10,000 agents: ~3.8 MB
- * promoted per scavenge and ~6 ms scavenges, against ~0.3 MB and ~2 ms). toJSON keeps the JSON of
- * an object literal.
- */
-class LazyRankedAgent implements RankedAgent {
+/** A Hit of search(), with its tenant, agent and skill (see Hit for why a class with a getter). */
+class LazySkillMatch implements SkillMatch {
+  readonly agent: string;
   readonly agentKey: string;
+  readonly skill: Skill;
   readonly skillId: string;
   readonly score: number;
   readonly confidence: number;
   readonly #hit: Hit;
-  #explanation: MatchExplanation | undefined;
 
-  constructor(hit: Hit) {
-    this.agentKey = hit.doc.agent.key;
-    this.skillId = hit.doc.skill.id;
+  constructor(
+    readonly tenant: string,
+    hit: Hit,
+  ) {
+    this.agent = hit.doc.agent.name;
+    this.agentKey = hit.agentKey;
+    this.skill = hit.doc.skill;
+    this.skillId = hit.skillId;
     this.score = hit.score;
     this.confidence = hit.confidence;
     this.#hit = hit;
   }
 
   get explanation(): MatchExplanation {
-    return (this.#explanation ??= this.#hit.explain());
+    return this.#hit.explanation;
   }
 
-  toJSON(): RankedAgent {
-    return { agentKey: this.agentKey, skillId: this.skillId, score: this.score, confidence: this.confidence, explanation: this.explanation };
-  }
-}
-
-class LazySkillMatch extends LazyRankedAgent implements SkillMatch {
-  readonly agent: string;
-  readonly skill: Skill;
-
-  constructor(
-    readonly tenant: string,
-    hit: Hit,
-  ) {
-    super(hit);
-    this.agent = hit.doc.agent.name;
-    this.skill = hit.doc.skill;
-  }
-
-  override toJSON(): SkillMatch {
-    const { agentKey, skillId, score, confidence, explanation } = super.toJSON();
-    return { tenant: this.tenant, agent: this.agent, agentKey, skill: this.skill, skillId, score, confidence, explanation };
+  toJSON(): SkillMatch {
+    const { tenant, agent, agentKey, skill, skillId, score, confidence, explanation } = this;
+    return { tenant, agent, agentKey, skill, skillId, score, confidence, explanation };
   }
 }
 

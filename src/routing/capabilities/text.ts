@@ -51,12 +51,16 @@ function analyzeWord(word: string): string {
  * Scripts written without spaces (Chinese, Japanese) are not segmented: a run is one token.
  */
 export function tokenize(text: string): string[] {
-  const tokens: string[] = [];
-  for (const token of text.normalize('NFKC').toLowerCase().split(NON_WORD)) {
-    // A single Latin letter is noise ("s" of "what's"); a single digit or ideograph may matter.
-    if (token.length > 1 || (token.length === 1 && !(token >= 'a' && token <= 'z'))) tokens.push(token);
-  }
-  return tokens;
+  return splitWords(text).filter(isToken);
+}
+
+function splitWords(text: string): string[] {
+  return text.normalize('NFKC').toLowerCase().split(NON_WORD);
+}
+
+/** A single Latin letter is noise ("s" of "what's"); a single digit or ideograph may matter. */
+function isToken(word: string): boolean {
+  return word.length > 1 || (word.length === 1 && !(word >= 'a' && word <= 'z'));
 }
 
 /** A term of analyzed text: its stem and the word it came from (for explanations). */
@@ -68,7 +72,8 @@ export interface Term {
 /** Tokens without stop words, stemmed. */
 export function analyze(text: string): Term[] {
   const terms: Term[] = [];
-  for (const word of tokenize(text)) {
+  for (const word of splitWords(text)) {
+    if (!isToken(word)) continue;
     const stemmed = analyzeWord(word);
     if (stemmed !== '') terms.push({ stem: stemmed, word });
   }
@@ -143,20 +148,26 @@ export class SynonymTable {
     }
   }
 
-  /** The query's own terms (weight 1, once each) followed by synonym terms (synonymWeight). */
+  /**
+   * The query's own terms (weight 1, once each) followed by synonym terms (synonymWeight).
+   * Duplicates are found by a linear scan: a query has at most a few dozen terms (see rank), and
+   * this allocates less than a map per query.
+   */
   expand(terms: readonly Term[], synonymWeight: number): QueryTerm[] {
-    const result = new Map<string, QueryTerm>();
-    for (const { stem, word } of terms) if (!result.has(stem)) result.set(stem, { stem, word, weight: 1 });
-    if (synonymWeight <= 0) return [...result.values()];
+    const result: QueryTerm[] = [];
+    for (const { stem, word } of terms) if (!hasStem(result, stem)) result.push({ stem, word, weight: 1 });
+    if (synonymWeight <= 0) return result;
     for (let start = 0; start < terms.length; start++) {
       let key = terms[start]!.stem;
       let via = terms[start]!.word;
       for (let end = start + 1; ; end++) {
         const matches = this.membersByKey.get(key);
-        for (const matched of matches ?? []) {
-          for (const member of this.groups[matched.group]!) {
-            for (const synonym of member.terms) {
-              if (!result.has(synonym.stem)) result.set(synonym.stem, { stem: synonym.stem, word: synonym.word, weight: synonymWeight, synonymOf: via });
+        if (matches) {
+          for (const matched of matches) {
+            for (const member of this.groups[matched.group]!) {
+              for (const synonym of member.terms) {
+                if (!hasStem(result, synonym.stem)) result.push({ stem: synonym.stem, word: synonym.word, weight: synonymWeight, synonymOf: via });
+              }
             }
           }
         }
@@ -165,8 +176,13 @@ export class SynonymTable {
         via = `${via} ${terms[end]!.word}`;
       }
     }
-    return [...result.values()];
+    return result;
   }
+}
+
+function hasStem(terms: readonly QueryTerm[], stem: string): boolean {
+  for (const term of terms) if (term.stem === stem) return true;
+  return false;
 }
 
 /** Tags compare exactly but case-insensitively. */
