@@ -145,7 +145,8 @@ describe('x-dmsc-load header format', () => {
 
 describe('load-aware balancing', () => {
   it('sends a slow endpoint far less traffic than round-robin gives it', async () => {
-    const replicas = [await replica('a'), await replica('b'), await replica('c'), await replica('slow', { delayMs: 30 })];
+    // Slow by far more than the fast ones' latency spikes on a busy machine (tens of ms), which peak-EWMA follows.
+    const replicas = [await replica('a'), await replica('b'), await replica('c'), await replica('slow', { delayMs: 100 })];
     const gw = await gateway([{ name: 'pool', endpoints: replicas.map((r) => r.url) }]);
     const pool = client(gw);
     const slow = replicas[3]!;
