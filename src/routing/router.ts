@@ -146,6 +146,7 @@ class Candidate implements RouteCandidate {
   readonly #runtime: AgentRuntime | undefined;
   readonly #loadOf: (agent: AgentRuntime) => number;
   #load: number | undefined;
+  #healthyEndpoints: number | undefined;
 
   constructor(entry: Entry, runtime: AgentRuntime | undefined, loadOf: (agent: AgentRuntime) => number, excluded?: string) {
     this.agent = entry.agentKey;
@@ -159,14 +160,15 @@ class Candidate implements RouteCandidate {
     this.#loadOf = loadOf;
   }
 
-  /** The agent's load when first read (most decisions read it for the first few candidates only). */
+  /** The agent's load as first read (most decisions read it for the first few candidates only). */
   get load(): number {
     this.#load ??= this.#runtime ? round(this.#loadOf(this.#runtime)) : Number.POSITIVE_INFINITY;
     return this.#load;
   }
 
   get healthyEndpoints(): number {
-    return this.#runtime ? healthyCount(this.#runtime) : 0;
+    this.#healthyEndpoints ??= this.#runtime ? healthyCount(this.#runtime) : 0;
+    return this.#healthyEndpoints;
   }
 
   get matched(): MatchExplanation | undefined {
@@ -360,7 +362,7 @@ export class CapabilityRouter {
     const { excluded, runtimes } = gate;
     const textual = Boolean(query.text && query.text.trim());
     const usable = textual ? ranked.filter((entry) => entry.confidence >= minConfidence) : ranked;
-    const candidates = ranked.map((entry) => new Candidate(entry, runtimes.get(entry.agentKey)!, this.loadOf));
+    const candidates = ranked.map((entry) => this.candidate(entry, runtimes.get(entry.agentKey)!));
     if (usable.length === 0) {
       const fallback = own.defaultAgent ? this.opts.registry.findAgent(tenant, own.defaultAgent) : undefined;
       if (fallback && healthyCount(fallback) > 0 && eligible(fallback) === undefined) {
