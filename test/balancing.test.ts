@@ -381,7 +381,8 @@ describe('retries', () => {
         { name: 'mixed', endpoints: [hanging.url, good.url] },
         { name: 'stuck', endpoints: [hanging.url, alsoHanging.url] },
       ],
-      { timeouts: { perTryMs: 300, totalMs: 350 }, healthCheck: { enabled: false, unhealthyThreshold: 100 } },
+      // Room for the retry after a per-try timeout (350 ms left 50 ms for it: too tight on a busy machine).
+      { timeouts: { perTryMs: 300, totalMs: 5_000 }, healthCheck: { enabled: false, unhealthyThreshold: 100 } },
     );
     const pool = client(gw);
     for (let i = 0; i < 6; i++) {
@@ -392,6 +393,8 @@ describe('retries', () => {
     }
     assert.ok(hanging.hits.length >= 1, 'the hanging endpoint was tried at least once');
 
+    const config = gw.gateway.config();
+    await gw.gateway.reload({ ...config, timeouts: { ...config.timeouts, totalMs: 350 } });
     const t0 = performance.now();
     const res = await call(pool, '/agents/acme/stuck/');
     const elapsed = performance.now() - t0;
