@@ -40,6 +40,7 @@ import { CapabilityRouter, type Eligibility, type RouterRegistry } from '../src/
 import { PolicySet, type Caller, type TargetAgent } from '../src/tenancy/policy/index.js';
 import type { AgentRecord, TenantRecord } from '../src/store/types.js';
 import { startTestGateway } from '../test/support/gateway.js';
+import { agentRuntime } from '../test/support/memory-registry.js';
 import { percentile, skillCorpus, type CorpusAgent, type CorpusQuery } from './skill-corpus.js';
 
 const { values: options } = parseArgs({
@@ -100,20 +101,7 @@ class MemoryRegistry implements RouterRegistry {
     if (!this.tenants.has(tenant)) this.tenants.set(tenant, { name: tenant, source: 'api', createdAt: at, updatedAt: at });
     const record: AgentRecord = { tenant, name, endpoints: endpointUrls, tags, settings: { skills }, source: 'api', createdAt: at, updatedAt: at };
     const endpoints = endpointUrls.map((url) => new Endpoint(url, () => defaults.healthCheck));
-    const runtime: AgentRuntime = {
-      tenant,
-      name,
-      key: `${tenant}/${name}`,
-      endpoints,
-      tags,
-      clearances: [],
-      dataTags: [],
-      skills: skills.map((skill) => ({ id: skill.id, tags: skill.tags })),
-      a2aInterfaces: [{ path: '/a2a', version: '1.0' }],
-      loadPoll: undefined,
-      jsonRpcPaths: new Set(['/a2a']),
-      rrCursor: 0,
-    };
+    const runtime = agentRuntime(tenant, name, skills, endpoints, tags);
     const held = { record, skills, endpoints, runtime };
     this.agents.set(runtime.key, held);
     const list = this.byTenant.get(tenant) ?? [];

@@ -154,8 +154,7 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
     });
     cleanup.push(() => loadPoller.stop());
     registry.onAgentChanged((tenant, agent) => loadPoller.sync(tenant, agent));
-    // Every agent has an endpoint: the health samples list them all, cheaply.
-    const syncLoadPolls = () => loadPoller.syncAll(registry.endpointHealth());
+    const syncLoadPolls = () => loadPoller.syncAll(registry.runtimes());
     const router = new CapabilityRouter({
       registry,
       config: () => current.routing,

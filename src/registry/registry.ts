@@ -241,6 +241,11 @@ export class Registry implements RegistryView, RegistryAdmin {
     if (endpoint.consecutiveFailures !== 0) endpoint.consecutiveFailures = 0;
   }
 
+  /** Every agent as the data plane sees it. */
+  runtimes(): AgentRuntime[] {
+    return Array.from(this.agents.values(), (entry) => entry.runtime);
+  }
+
   endpointHealth(): EndpointHealthSample[] {
     const samples: EndpointHealthSample[] = [];
     for (const entry of this.agents.values()) {

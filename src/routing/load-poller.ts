@@ -77,14 +77,12 @@ export class LoadPoller {
     for (const endpoint of wanted) if (!this.polls.has(endpoint)) this.add(tenant, agent, key, endpoint);
   }
 
-  /** `sync` for every agent listed (repeats are skipped); polls of agents not listed stop. */
-  syncAll(agents: Iterable<{ readonly tenant: string; readonly agent: string }>): void {
+  /** `sync` for every agent listed; polls of agents not listed stop. */
+  syncAll(agents: Iterable<Pick<AgentRuntime, 'tenant' | 'name' | 'key'>>): void {
     const seen = new Set<string>();
-    for (const { tenant, agent } of agents) {
-      const key = `${tenant}/${agent}`;
-      if (seen.has(key)) continue;
+    for (const { tenant, name, key } of agents) {
       seen.add(key);
-      this.sync(tenant, agent);
+      this.sync(tenant, name);
     }
     for (const [key, polls] of [...this.byAgent]) if (!seen.has(key)) for (const poll of [...polls]) this.drop(poll);
   }

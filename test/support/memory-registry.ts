@@ -9,6 +9,24 @@ export function endpoint(healthy = true, inflight = 0): EndpointState {
 
 export const skill = (id: string, description: string, tags: string[] = []): SkillSummary => ({ id, name: id, description, tags });
 
+/** An agent as the data plane sees it: its endpoints, tags and skills, one A2A v1.0 interface at /a2a. */
+export function agentRuntime(tenant: string, name: string, skills: readonly SkillSummary[], endpoints: EndpointState[], tags: string[]): AgentRuntime {
+  return {
+    tenant,
+    name,
+    key: `${tenant}/${name}`,
+    endpoints,
+    tags,
+    clearances: [],
+    dataTags: [],
+    skills: skills.map((s) => ({ id: s.id, tags: s.tags })),
+    jsonRpcPaths: new Set(['/a2a']),
+    a2aInterfaces: [{ path: '/a2a', version: '1.0' }],
+    loadPoll: undefined,
+    rrCursor: 0,
+  };
+}
+
 /** The registry's read side the capability router uses, held in memory (tests of the router alone). */
 export class MemoryRegistry implements RouterRegistry {
   readonly agents = new Map<string, { runtime: AgentRuntime; skills: SkillSummary[] }>();
@@ -16,19 +34,7 @@ export class MemoryRegistry implements RouterRegistry {
 
   add(tenant: string, name: string, skills: SkillSummary[], endpoints: EndpointState[] = [endpoint()], tags: string[] = []): AgentRuntime {
     if (!this.tenants.has(tenant)) this.tenants.set(tenant, { name: tenant, source: 'api', createdAt: '', updatedAt: '' } as TenantRecord);
-    const runtime = {
-      tenant,
-      name,
-      key: `${tenant}/${name}`,
-      endpoints,
-      tags,
-      clearances: [],
-      dataTags: [],
-      skills: skills.map((s) => ({ id: s.id, tags: s.tags })),
-      jsonRpcPaths: new Set(['/a2a']),
-      a2aInterfaces: [{ path: '/a2a', version: '1.0' as const }],
-      rrCursor: 0,
-    } as unknown as AgentRuntime;
+    const runtime = agentRuntime(tenant, name, skills, endpoints, tags);
     this.agents.set(runtime.key, { runtime, skills });
     return runtime;
   }
