@@ -9,12 +9,17 @@
 //    bench/capabilities.ts) and 2 real Endpoint objects (src/registry/endpoint.ts) whose load was fed
 //    through a real Balancer (answers of 2-80 ms, 0-3 requests in flight; 1% of endpoints unhealthy,
 //    so some agents have none); a CapabilityRouter over it with the Balancer's loadOf, as
-//    src/gateway.ts wires them. One decision = router.route(tenant, {text}, eligible) +
+//    src/gateway.ts wires them. One decision = router.route(tenant, {text}, eligible, context) +
 //    balancer.pick(chosen agent), candidates checked by the real policy engine (PolicySet.decide, as
-//    the gateway's candidatePolicyCheck; a deny rule refuses the 2% of agents tagged restricted). Timed one at a time in wall time and in process CPU time (which leaves out
-//    waits for a core on this shared machine), after a warm-up; best of --rounds rounds by p99. In
-//    the same rounds (in a loop of its own), rank() alone (limit = routing.intent.maxCandidates, no
-//    eligibility filter) for comparison, and how many times a decision called the eligibility check.
+//    the gateway's candidatePolicyCheck; a deny rule refuses the 2% of agents tagged restricted),
+//    the caller's context built per decision as the gateway does. Timed one at a time in wall time
+//    and in process CPU time (which leaves out waits for a core on this shared machine), after a
+//    warm-up; best of --rounds rounds by p99. Two kinds of decision, in loops of their own: with
+//    the verdicts kept (the steady state between changes; the 4,096 queries were each decided once
+//    before) and right after a change (the eligibility epoch moves before every decision, so every
+//    candidate is asked again: the worst case, and what every decision cost before verdicts were
+//    kept). In the same rounds, rank() alone (limit = routing.intent.maxCandidates, no eligibility
+//    filter) for comparison, and how many times a decision called the eligibility check.
 //    One tenant holding every agent (the worst case), then the same agents over 100 tenants.
 //    Memory: JS heap + typed-array buffers after a full gc, of the registry objects (records with
 //    their own copy of the skills, runtimes, endpoints) and of the router with its index.
@@ -159,9 +164,12 @@ interface DecisionRow {
   buildMs: number;
   decision: Float64Array;
   decisionCpu: Float64Array;
+  /** Decisions right after a change: every candidate's eligibility asked again. */
+  changed: Float64Array;
   rank: Float64Array;
-  /** Calls of the eligibility callback per decision (the last round). */
+  /** Calls of the eligibility callback per decision (the last round), verdicts kept and right after a change. */
   checks: Float64Array;
+  changedChecks: Float64Array;
   routed: number;
   targetChosen: number;
   noRoute: Record<string, number>;
@@ -188,7 +196,14 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
   const registryMb = memoryMb() - base;
 
   const started = performance.now();
-  const router = new CapabilityRouter({ registry, config: () => defaults.routing, loadOf: (agent) => balancer.loadOf(agent) ?? Number.POSITIVE_INFINITY });
+  let epoch = 0;
+  const router = new CapabilityRouter({
+    registry,
+    config: () => defaults.routing,
+    loadOf: (agent) => balancer.loadOf(agent) ?? Number.POSITIVE_INFINITY,
+    // As the gateway's (registry, health and policy versions): it moves when one of them changes.
+    eligibilityEpoch: () => epoch,
+  });
   router.syncAll();
   const buildMs = performance.now() - started;
   const routerMb = memoryMb() - base - registryMb;
@@ -216,56 +231,76 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
     }
     return target;
   };
-  const request = { method: 'POST', path: '/a2a', dataTags: [] };
+  const request = { method: 'POST', path: '/a2a', dataTags: [] as string[] };
   const callers = new Map<string, Caller>();
   let asked = 0;
-  const eligibleFor = (tenant: string): Eligibility => {
+  /** The eligibility check and its context, as src/tenancy/stages.ts candidatePolicyCheck builds them per request. */
+  const eligibleFor = (tenant: string): { eligible: Eligibility; context: string } => {
     let caller = callers.get(tenant);
     if (!caller) callers.set(tenant, (caller = { tenant, agent: 'frontdesk', spiffeId: `spiffe://dmsc.test/tenant/${tenant}/agent/frontdesk`, labels: [] }));
     const from = caller;
-    return (agent) => {
-      asked++;
-      const decision = policy.decide(from, targetOf(agent), request);
-      return decision.allow ? undefined : `policy: ${decision.code}`;
+    return {
+      eligible: (agent) => {
+        asked++;
+        const decision = policy.decide(from, targetOf(agent), request);
+        return decision.allow ? undefined : `policy: ${decision.code}`;
+      },
+      context: `${JSON.stringify([from.tenant, from.agent, from.spiffeId, from.labels, request.method, request.dataTags])}\na2a 1.0`,
     };
   };
   const limit = defaults.routing.intent.maxCandidates;
 
-  const decide = (query: CorpusQuery) => {
-    const choice = router.route(query.tenant, { text: query.text }, eligibleFor(query.tenant));
+  /** One decision; `changed`: right after a change (registry, health or policy), every verdict asked again. */
+  const decide = (query: CorpusQuery, changed: boolean) => {
+    if (changed) epoch++;
+    const { eligible, context } = eligibleFor(query.tenant);
+    const choice = router.route(query.tenant, { text: query.text }, eligible, context);
     return choice.agent ? (balancer.pick(choice.agent) ? choice : undefined) : choice;
   };
   for (let i = 0; i < 5_000; i++) {
     const query = queries[i % queries.length]!;
-    decide(query);
+    decide(query, i % 2 === 0);
     router.index.rank(query.tenant, { text: query.text }, { limit });
   }
 
   let decision: Float64Array | undefined;
   let decisionCpu: Float64Array | undefined;
+  let changed: Float64Array | undefined;
   let rank: Float64Array | undefined;
   let checks: Float64Array | undefined;
+  let changedChecks: Float64Array | undefined;
   let routed = 0;
   let targetChosen = 0;
   const noRoute: Record<string, number> = {};
-  for (let round = 0; round < ROUNDS; round++) {
+  /** Times QUERIES decisions; returns wall times, CPU times and eligibility checks, each sorted. */
+  const timeDecisions = (afterChange: boolean, count: (choice: ReturnType<typeof decide>, query: CorpusQuery) => void) => {
     const wall = new Float64Array(QUERIES);
     const cpuTimes = new Float64Array(QUERIES);
-    const rankWall = new Float64Array(QUERIES);
     const asks = new Float64Array(QUERIES);
-    routed = 0;
-    targetChosen = 0;
-    for (const key of Object.keys(noRoute)) delete noRoute[key];
     for (let i = 0; i < QUERIES; i++) {
       const query = queries[i % queries.length]!;
       const askedBefore = asked;
       const cpu = process.cpuUsage();
       const t0 = process.hrtime.bigint();
-      const choice = decide(query);
+      const choice = decide(query, afterChange);
       wall[i] = Number(process.hrtime.bigint() - t0) / 1000;
       const used = process.cpuUsage(cpu);
       cpuTimes[i] = used.user + used.system;
       asks[i] = asked - askedBefore;
+      count(choice, query);
+    }
+    for (const samples of [wall, cpuTimes, asks]) samples.sort();
+    return { wall, cpuTimes, asks };
+  };
+  for (let round = 0; round < ROUNDS; round++) {
+    // Right after a change: every decision asks about its candidates again (the epoch moves each time).
+    const fresh = timeDecisions(true, () => {});
+    // Verdicts kept: the steady state between changes, once the queries' candidates were asked about.
+    for (const query of queries) decide(query, false);
+    routed = 0;
+    targetChosen = 0;
+    for (const key of Object.keys(noRoute)) delete noRoute[key];
+    const kept = timeDecisions(false, (choice, query) => {
       if (choice?.agent) {
         routed++;
         if (choice.agent.key === query.target) targetChosen++;
@@ -273,18 +308,21 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
         const reason = choice?.reason ?? 'no endpoint';
         noRoute[reason] = (noRoute[reason] ?? 0) + 1;
       }
-    }
+    });
     // Apart from the decisions, so that neither runs on caches the other warmed for the same query.
+    const rankWall = new Float64Array(QUERIES);
     for (let i = 0; i < QUERIES; i++) {
       const query = queries[i % queries.length]!;
       const t0 = process.hrtime.bigint();
       router.index.rank(query.tenant, { text: query.text }, { limit });
       rankWall[i] = Number(process.hrtime.bigint() - t0) / 1000;
     }
-    for (const samples of [wall, cpuTimes, rankWall, asks]) samples.sort();
-    checks = asks;
-    if (!decision || percentile(wall, 99) < percentile(decision, 99)) decision = wall;
-    if (!decisionCpu || percentile(cpuTimes, 99) < percentile(decisionCpu, 99)) decisionCpu = cpuTimes;
+    rankWall.sort();
+    checks = kept.asks;
+    changedChecks = fresh.asks;
+    if (!decision || percentile(kept.wall, 99) < percentile(decision, 99)) decision = kept.wall;
+    if (!decisionCpu || percentile(kept.cpuTimes, 99) < percentile(decisionCpu, 99)) decisionCpu = kept.cpuTimes;
+    if (!changed || percentile(fresh.wall, 99) < percentile(changed, 99)) changed = fresh.wall;
     if (!rank || percentile(rankWall, 99) < percentile(rank, 99)) rank = rankWall;
   }
 
@@ -299,7 +337,22 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
     sync[i] = Number(process.hrtime.bigint() - t0) / 1000;
   }
   sync.sort();
-  return { label, registryMb, routerMb, buildMs, decision: decision!, decisionCpu: decisionCpu!, rank: rank!, checks: checks!, routed, targetChosen, noRoute, sync };
+  return {
+    label,
+    registryMb,
+    routerMb,
+    buildMs,
+    decision: decision!,
+    decisionCpu: decisionCpu!,
+    changed: changed!,
+    rank: rank!,
+    checks: checks!,
+    changedChecks: changedChecks!,
+    routed,
+    targetChosen,
+    noRoute,
+    sync,
+  };
 }
 
 // ---- 2. visibility of registry changes, through a real gateway -----------------------------
@@ -415,8 +468,11 @@ console.log(
 if (!options['no-decision']) {
   const rows = [decisionRun('1 tenant', () => 'big')];
   if (!options.single) rows.push(decisionRun(`${TENANTS_SPREAD} tenants`, (i) => `tenant-${i % TENANTS_SPREAD}`));
-  console.log('\n| registry | decision p50 | decision p99 | decision p99.9 | decision max | decision CPU p50 / p99 | rank() alone p50 / p99 | eligibility checks p50 / p99 | routed | target chosen | syncAgent p50 / p99 | index build | memory: registry | memory: router + index |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log(
+    '\n| registry | decision p50 | decision p99 | decision p99.9 | decision max | decision CPU p50 / p99 | right after a change p50 / p99 | rank() alone p50 / p99 | ' +
+      'eligibility checks p50 / p99 (after a change) | routed | target chosen | syncAgent p50 / p99 | index build | memory: registry | memory: router + index |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const row of rows) {
     const cells = [
       row.label,
@@ -425,8 +481,9 @@ if (!options['no-decision']) {
       us(percentile(row.decision, 99.9)),
       us(row.decision[row.decision.length - 1]!),
       `${percentile(row.decisionCpu, 50).toFixed(1)} / ${percentile(row.decisionCpu, 99).toFixed(1)} µs`,
+      `${percentile(row.changed, 50).toFixed(1)} / ${percentile(row.changed, 99).toFixed(1)} µs`,
       `${percentile(row.rank, 50).toFixed(1)} / ${percentile(row.rank, 99).toFixed(1)} µs`,
-      `${percentile(row.checks, 50)} / ${percentile(row.checks, 99)}`,
+      `${percentile(row.checks, 50)} / ${percentile(row.checks, 99)} (${percentile(row.changedChecks, 50)} / ${percentile(row.changedChecks, 99)})`,
       `${((100 * row.routed) / QUERIES).toFixed(1)}%`,
       `${((100 * row.targetChosen) / QUERIES).toFixed(1)}%`,
       `${percentile(row.sync, 50).toFixed(0)} / ${percentile(row.sync, 99).toFixed(0)} µs`,

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { A2aCallError, inspectA2aCall, ResultIdWatcher, type LearnedIds } from '../src/routing/a2a.js';
 import { routingSchema } from '../src/routing/config.js';
-import { CapabilityRouter } from '../src/routing/router.js';
+import { CapabilityRouter, type Eligibility } from '../src/routing/router.js';
+import { Endpoint, endpointHealthEpoch } from '../src/registry/endpoint.js';
 import type { AgentRuntime } from '../src/registry/types.js';
 import { endpoint, MemoryRegistry, skill } from './support/memory-registry.js';
 
@@ -161,5 +162,95 @@ describe('capability router', () => {
     registry.agents.delete('t/a');
     router.syncAgent('t', 'a');
     assert.equal(router.route('t', { text: 'translate' }, () => undefined).agent, undefined);
+  });
+});
+
+describe('eligibility verdicts kept across decisions', () => {
+  const config = routingSchema.parse({});
+  const healthCheck = () => ({ enabled: true, path: '/', intervalMs: 1000, timeoutMs: 1000, healthyThreshold: 1, unhealthyThreshold: 1 });
+
+  /** A router over `primary` (the best match for "tax returns") and `backup`, with an epoch the test moves. */
+  function setup() {
+    const registry = new MemoryRegistry();
+    const epoch = { value: 0 };
+    registry.add('t', 'primary', [skill('tax', 'files tax returns and computes tax owed')]);
+    registry.add('t', 'backup', [skill('books', 'keeps the books, helps with tax returns now and then')]);
+    const router = new CapabilityRouter({ registry, config: () => config, eligibilityEpoch: () => epoch.value });
+    router.syncAll();
+    const asked: string[] = [];
+    /** An eligibility check refusing the agents named in `denied` (read at each call), recording what it is asked. */
+    const check = (denied: Set<string>): Eligibility => (agent) => {
+      asked.push(agent.name);
+      return denied.has(agent.name) ? 'policy: denied_by_rule' : undefined;
+    };
+    const tax = { text: 'tax returns' };
+    return { registry, router, epoch, asked, check, tax };
+  }
+
+  it('asks once per agent and context until the epoch moves, then asks again and follows the new answer', () => {
+    const { router, epoch, asked, check, tax } = setup();
+    const denied = new Set<string>();
+    assert.equal(router.route('t', tax, check(denied), 'alice').agent?.name, 'primary');
+    assert.deepEqual(asked.sort(), ['backup', 'primary']);
+    asked.length = 0;
+    for (let i = 0; i < 5; i++) assert.equal(router.route('t', tax, check(denied), 'alice').agent?.name, 'primary');
+    assert.deepEqual(asked, [], 'kept verdicts are not asked again');
+
+    // The policy changes: until the epoch moves, the kept verdict stands (the caller wires every change to it).
+    denied.add('primary');
+    epoch.value++;
+    const after = router.route('t', tax, check(denied), 'alice');
+    assert.equal(after.agent?.name, 'backup');
+    assert.deepEqual(asked.sort(), ['backup', 'primary']);
+    const refused = router.route('t', tax, check(denied), 'alice');
+    assert.equal(refused.agent?.name, 'backup', 'a kept refusal still refuses');
+    assert.deepEqual(
+      router.explain('t', tax, check(denied)).considered.map((candidate) => [candidate.agent, candidate.excluded]),
+      [
+        ['t/primary', 'policy: denied_by_rule'],
+        ['t/backup', undefined],
+      ],
+    );
+  });
+
+  it('keeps contexts apart, and keeps nothing without a context', () => {
+    const { router, asked, check, tax } = setup();
+    assert.equal(router.route('t', tax, check(new Set()), 'alice').agent?.name, 'primary');
+    assert.equal(router.route('t', tax, check(new Set(['primary'])), 'mallory').agent?.name, 'backup', "alice's verdicts are not mallory's");
+    assert.equal(router.route('t', tax, check(new Set()), 'alice').agent?.name, 'primary');
+    const refusal = router.route('t', tax, check(new Set(['primary', 'backup'])), 'eve');
+    assert.equal(refusal.agent === undefined && refusal.reason, 'not_eligible');
+    asked.length = 0;
+    for (let i = 0; i < 3; i++) router.route('t', tax, check(new Set()));
+    assert.equal(asked.length, 6, 'no context: every decision asks');
+  });
+
+  it('a changed index is never read with slots of before (an agent replaced by another in its slot)', () => {
+    const { registry, router, check, tax } = setup();
+    assert.equal(router.route('t', tax, check(new Set(['intruder'])), 'alice').agent?.name, 'primary');
+    // primary leaves and intruder takes its place in the index; the registry's epoch does not move here.
+    registry.agents.delete('t/primary');
+    router.syncAgent('t', 'primary');
+    registry.add('t', 'intruder', [skill('tax', 'files tax returns and computes tax owed')]);
+    router.syncAgent('t', 'intruder');
+    const choice = router.route('t', tax, check(new Set(['intruder'])), 'alice');
+    assert.equal(choice.agent?.name, 'backup', 'the refused newcomer was asked about, not taken for primary');
+  });
+
+  it('endpoint health moves the epoch: an endpoint going down is seen by the next decision', () => {
+    const registry = new MemoryRegistry();
+    const flaky = new Endpoint('http://127.0.0.1:1', healthCheck);
+    registry.add('t', 'primary', [skill('tax', 'files tax returns and computes tax owed')], [flaky]);
+    registry.add('t', 'backup', [skill('books', 'keeps the books, helps with tax returns now and then')]);
+    const router = new CapabilityRouter({ registry, config: () => config, eligibilityEpoch: endpointHealthEpoch });
+    router.syncAll();
+    const tax = { text: 'tax returns' };
+    assert.equal(router.route('t', tax, () => undefined, 'alice').agent?.name, 'primary');
+    const before = endpointHealthEpoch();
+    assert.equal(flaky.recordFailure('connect ECONNREFUSED'), true);
+    assert.notEqual(endpointHealthEpoch(), before);
+    assert.equal(router.route('t', tax, () => undefined, 'alice').agent?.name, 'backup');
+    flaky.healthy = true;
+    assert.equal(router.route('t', tax, () => undefined, 'alice').agent?.name, 'primary');
   });
 });

@@ -1,6 +1,17 @@
 import type { HealthCheckConfig } from '../config/schema.js';
 import type { EndpointLoad, EndpointOutlier, EndpointState, EndpointStatus } from './types.js';
 
+/** Health changes of every endpoint of the process (see endpointHealthEpoch). */
+let healthChanges = 0;
+
+/**
+ * A number that changes whenever any endpoint's `healthy` does: what was decided from endpoint
+ * health (routing's cached eligibility verdicts) is stale once it has moved.
+ */
+export function endpointHealthEpoch(): number {
+  return healthChanges;
+}
+
 /**
  * One replica of an agent and its health. Active checks and passive observations (connect errors,
  * resets, timeouts seen by the forwarder) feed the same consecutive-failure counter, like Envoy's
@@ -11,7 +22,7 @@ export class Endpoint implements EndpointState {
   readonly origin: string;
   readonly basePath: string;
   readonly tls: boolean;
-  healthy = true;
+  #healthy = true;
   inflight = 0;
   consecutiveFailures = 0;
   consecutiveSuccesses = 0;
@@ -39,6 +50,16 @@ export class Endpoint implements EndpointState {
     this.basePath = parsed.pathname.replace(/\/+$/, '');
     this.url = this.origin + this.basePath;
     this.tls = parsed.protocol === 'https:';
+  }
+
+  get healthy(): boolean {
+    return this.#healthy;
+  }
+
+  set healthy(healthy: boolean) {
+    if (healthy === this.#healthy) return;
+    this.#healthy = healthy;
+    healthChanges++;
   }
 
   /** Returns true when this observation changed the endpoint's health. */

@@ -61,6 +61,8 @@ export class Registry implements RegistryView, RegistryAdmin {
   private cards: CardsConfig;
   private readonly tenants = new Map<string, TenantRecord>();
   private readonly agents = new Map<string, AgentEntry>();
+  /** Agent runtimes installed, replaced (a new record or card) or removed so far (see version). */
+  private changes = 0;
   private readonly dispatcher = new UndiciAgent({ connections: 4, keepAliveTimeout: 10_000, pipelining: 1 });
   private readonly health: HealthChecker;
   private readonly changeListeners: Array<() => void> = [];
@@ -218,6 +220,11 @@ export class Registry implements RegistryView, RegistryAdmin {
 
   findAgent(tenant: string, agent: string): AgentRuntime | undefined {
     return this.agents.get(keyOf(tenant, agent))?.runtime;
+  }
+
+  /** A number that changes whenever an agent's runtime is installed, replaced or removed. */
+  version(): number {
+    return this.changes;
   }
 
   /** findAgent by the agent's key (`tenant/name`, AgentRuntime.key) without building it again. */
@@ -449,6 +456,7 @@ export class Registry implements RegistryView, RegistryAdmin {
   private async removeAgent(entry: AgentEntry): Promise<void> {
     await this.store.deleteAgent(entry.record.tenant, entry.record.name);
     this.agents.delete(keyOf(entry.record.tenant, entry.record.name));
+    this.changes++;
     clearTimeout(entry.cardTimer);
     for (const endpoint of entry.endpoints) this.health.unwatch(endpoint);
     this.notifyEndpointsChanged();
@@ -491,6 +499,7 @@ export class Registry implements RegistryView, RegistryAdmin {
       ...(previous?.cardTimer ? { cardTimer: previous.cardTimer } : {}),
     };
     this.agents.set(keyOf(record.tenant, record.name), entry);
+    this.changes++;
     if (previous) this.notifyEndpointsChanged();
     return entry;
   }
@@ -549,6 +558,7 @@ export class Registry implements RegistryView, RegistryAdmin {
           };
           await this.store.putAgentCard(record);
           current.runtime = buildRuntime(current.record, current.endpoints, record, current.runtime.rrCursor);
+          this.changes++;
           this.logger.debug({ tenant, agent: name, skills: cardSkills(record.card).length }, 'agent card stored');
           // Skills feed routing and policy: a card that changed is an agent that changed.
           if (!held || JSON.stringify(held.card) !== JSON.stringify(record.card)) this.notifyAgentChanged(tenant, name);
@@ -558,6 +568,7 @@ export class Registry implements RegistryView, RegistryAdmin {
           if (held) {
             await this.store.deleteAgentCard(tenant, name);
             current.runtime = buildRuntime(current.record, current.endpoints, undefined, current.runtime.rrCursor);
+            this.changes++;
             this.notifyAgentChanged(tenant, name);
           }
           break;

@@ -3,6 +3,7 @@ import type { TenantRecord } from '../store/types.js';
 import { CapabilityIndex, type CapabilityQuery, type MatchExplanation, type ScoringCandidate } from './capabilities/index.js';
 import type { RoutingConfig, ScorerConfig, TenantRouting } from './config.js';
 import { buildScorers, countLexicalFallback, runScorer, ScorerFailureLog, type ConfiguredScorer, type ScorerOutcome, type WarnLogger } from './semantic/index.js';
+import { VerdictCache, type ContextVerdicts } from './verdicts.js';
 
 export { scorerCounters } from './semantic/index.js';
 
@@ -81,6 +82,12 @@ export interface RouterOptions {
   logger?: WarnLogger;
   /** Where a scorer's `apiKeyEnv` is looked up (default process.env). */
   env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * A number that changes whenever an eligibility verdict may change: the registry's agents,
+   * endpoint health, policies (see src/routing/verdicts.ts). With it, decisions given a `context`
+   * keep their verdicts until it moves; without it, every decision asks again.
+   */
+  eligibilityEpoch?: () => number;
 }
 
 /** A ranked agent as a decision sees it: lexical, or blended with semantic scorers. */
@@ -100,7 +107,7 @@ interface Entry {
 interface Gate {
   readonly excluded: Map<string, string>;
   readonly runtimes: Map<string, AgentRuntime>;
-  readonly accept: (agentKey: string) => boolean;
+  readonly accept: (agentKey: string, slot: number) => boolean;
 }
 
 /** Default load: in-flight requests per healthy endpoint. */
@@ -208,6 +215,7 @@ export class CapabilityRouter {
   private scorerConfigs: readonly ScorerConfig[] = NO_SCORERS;
   private scorersKey = '[]';
   private configured: readonly ConfiguredScorer[] = [];
+  private readonly verdicts: VerdictCache | undefined;
 
   constructor(private readonly opts: RouterOptions) {
     this.synonymsKey = JSON.stringify(opts.config().synonyms);
@@ -215,6 +223,9 @@ export class CapabilityRouter {
     this.loadOf = opts.loadOf ?? inflightLoad;
     this.random = opts.random ?? Math.random;
     this.failureLog = new ScorerFailureLog(opts.logger);
+    const epoch = opts.eligibilityEpoch;
+    // The index's slots name the agents whose verdicts are kept: its changes move the stamp too.
+    this.verdicts = epoch && new VerdictCache(() => epoch() + this.index.version());
   }
 
   /** Indexes every agent the registry holds (start, and after a synonym change). */
@@ -236,6 +247,7 @@ export class CapabilityRouter {
 
   removeTenant(tenant: string): void {
     this.index.removeTenant(tenant);
+    this.verdicts?.removeTenant(tenant);
   }
 
   /** A config reload: new synonyms apply to the next query (everything else is read per query). */
@@ -251,9 +263,14 @@ export class CapabilityRouter {
     return ((this.opts.registry.getTenant(tenant)?.spec as { routing?: TenantRouting } | undefined)?.routing ?? {}) as TenantRouting;
   }
 
-  /** Picks the agent for a query by the lexical ranking alone, or says why none (with the closest skills). */
-  route(tenant: string, query: CapabilityQuery, eligible: Eligibility): RouteChoice | NoRoute {
-    const gate = this.gate(eligible);
+  /**
+   * Picks the agent for a query by the lexical ranking alone, or says why none (with the closest
+   * skills). `context` names everything `eligible` depends on besides the agent (caller, labels,
+   * method, path or protocol, data tags): its verdicts are then kept across decisions (see
+   * eligibilityEpoch). Two calls with one context must be given equivalent `eligible` functions.
+   */
+  route(tenant: string, query: CapabilityQuery, eligible: Eligibility, context?: string): RouteChoice | NoRoute {
+    const gate = this.gate(eligible, this.verdicts?.open(tenant, context));
     const ranked = this.index.rank(tenant, query, { limit: this.opts.config().intent.maxCandidates, candidates: gate.accept });
     return this.decide(tenant, query, eligible, ranked, gate, false);
   }
@@ -264,10 +281,10 @@ export class CapabilityRouter {
    * never rejects because of a scorer: a scorer that fails or misses its deadline makes this
    * decision lexical only (counted, see scorerCounters(), and logged at warn).
    */
-  routeScored(tenant: string, query: CapabilityQuery, eligible: Eligibility): RouteChoice | NoRoute | Promise<RouteChoice | NoRoute> {
+  routeScored(tenant: string, query: CapabilityQuery, eligible: Eligibility, context?: string): RouteChoice | NoRoute | Promise<RouteChoice | NoRoute> {
     const scorers = this.scorers();
-    if (scorers.length === 0 || !query.text?.trim()) return this.route(tenant, query, eligible);
-    return this.routeBlended(tenant, query, eligible, scorers).then(({ decision }) => decision);
+    if (scorers.length === 0 || !query.text?.trim()) return this.route(tenant, query, eligible, context);
+    return this.routeBlended(tenant, query, eligible, scorers, context).then(({ decision }) => decision);
   }
 
   /** Every candidate with its score, load and health, and what was excluded and why (operators' view); lexical only. */
@@ -301,16 +318,17 @@ export class CapabilityRouter {
     query: CapabilityQuery,
     eligible: Eligibility,
     scorers: readonly ConfiguredScorer[],
+    context?: string,
   ): Promise<{ decision: RouteChoice | NoRoute; pool: Entry[] }> {
     const { maxCandidates } = this.opts.config().intent;
-    const gate = this.gate(eligible);
+    const gate = this.gate(eligible, this.verdicts?.open(tenant, context));
     const poolSize = scorers.reduce((size, scorer) => Math.max(size, scorer.maxCandidates), maxCandidates);
     const pool: Entry[] = this.index.rank(tenant, query, { limit: poolSize, candidates: gate.accept });
     if (pool.length < poolSize) {
       const ranked = new Set(pool.map((entry) => entry.agentKey));
       for (const agent of this.index.agentsOf(tenant, query.tags)) {
         if (pool.length >= poolSize) break;
-        if (ranked.has(agent.agentKey) || gate.excluded.has(agent.agentKey) || !gate.accept(agent.agentKey)) continue;
+        if (ranked.has(agent.agentKey) || gate.excluded.has(agent.agentKey) || !gate.accept(agent.agentKey, agent.slot)) continue;
         pool.push({ agentKey: agent.agentKey, score: 0, confidence: 0 });
       }
     }
@@ -322,7 +340,7 @@ export class CapabilityRouter {
     if (outcomes.some((outcome) => !outcome.ok)) {
       for (const outcome of outcomes) if (!outcome.ok) this.failureLog.report(outcome, tenant);
       countLexicalFallback();
-      return { decision: { ...this.route(tenant, query, eligible), scorers: reports }, pool: [] };
+      return { decision: { ...this.route(tenant, query, eligible, context), scorers: reports }, pool: [] };
     }
 
     const lexicalWeight = Math.max(0, 1 - scorers.reduce((sum, scorer) => sum + scorer.weight, 0));
@@ -396,18 +414,34 @@ export class CapabilityRouter {
     };
   }
 
-  /** Whether an agent may be chosen (registered, a healthy endpoint, eligible), recording why not. */
-  private gate(eligible: Eligibility): Gate {
+  /**
+   * Whether an agent may be chosen (registered, a healthy endpoint, eligible), recording why not;
+   * with `verdicts`, what they know is not asked again, and what is asked is kept.
+   */
+  private gate(eligible: Eligibility, verdicts: ContextVerdicts | undefined): Gate {
     const excluded = new Map<string, string>();
     const runtimes = new Map<string, AgentRuntime>();
-    const accept = (key: string) => {
+    const accept = (key: string, slot: number) => {
+      if (verdicts) {
+        const known = verdicts.accepted(slot);
+        if (known) {
+          runtimes.set(key, known);
+          return true;
+        }
+        if (verdicts.refused(slot)) {
+          const why = verdicts.reason(slot);
+          if (why !== undefined) excluded.set(key, why);
+          return false;
+        }
+      }
       const agent = this.runtimeOf(key);
-      if (!agent) return false;
-      const why = healthyCount(agent) === 0 ? 'no healthy endpoint' : eligible(agent);
-      if (why !== undefined) {
-        excluded.set(key, why);
+      const why = !agent ? undefined : healthyCount(agent) === 0 ? 'no healthy endpoint' : eligible(agent);
+      if (!agent || why !== undefined) {
+        verdicts?.refuse(slot, why);
+        if (why !== undefined) excluded.set(key, why);
         return false;
       }
+      verdicts?.accept(slot, agent);
       runtimes.set(key, agent);
       return true;
     };

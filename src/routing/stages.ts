@@ -32,11 +32,22 @@ export interface CapabilityRoutingDeps {
   registry: RegistryView;
   taskRoutes: TaskRoutes;
   config: () => RoutingConfig;
-  /** For one request: why its caller may not send it to `agent` at `path` (policy), or undefined. */
-  policyFor: (ctx: RequestContext) => (agent: AgentRuntime, path: string) => string | undefined;
+  /** For one request: why its caller may not send it to `agent` at `path` (policy), and what that depends on. */
+  policyFor: (ctx: RequestContext) => CandidatePolicy;
   /** The balancer: an endpoint of `agent` not in `tried`. */
   pickEndpoint: (agent: AgentRuntime, tried: readonly EndpointState[] | undefined) => EndpointState | undefined;
   logger: Logger;
+}
+
+/** The policy check of one request's candidate agents. */
+export interface CandidatePolicy {
+  /** Why the caller may not send the request to `agent` at `path`, or undefined. */
+  readonly check: (agent: AgentRuntime, path: string) => string | undefined;
+  /**
+   * Names everything `check` depends on besides the agent and path (caller, labels, method, data
+   * tags): requests of equal contexts get equal answers, so the router keeps them across decisions.
+   */
+  readonly context: string;
 }
 
 interface Address {
@@ -137,7 +148,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
       const agent = registry.findAgent(address.tenant, entry.agentKey.slice(address.tenant.length + 1));
       if (!agent || agent.a2aInterfaces.length === 0) continue;
       const path = agent.a2aInterfaces[0]!.path;
-      if (policy(agent, path) !== undefined) continue;
+      if (policy.check(agent, path) !== undefined) continue;
       agents.push({ name: agent.name, skills: entry.skills });
     }
     const input = { tenant: address.tenant, url, agents };
@@ -183,8 +194,8 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
   const routeByTags = (ctx: RequestContext, address: Address, tags: string[], rest: string): undefined => {
     const path = pathOf(rest);
     const policy = deps.policyFor(ctx);
-    const eligible: Eligibility = (agent) => policy(agent, path);
-    const result = router.route(address.tenant, { tags }, eligible);
+    const eligible: Eligibility = (agent) => policy.check(agent, path);
+    const result = router.route(address.tenant, { tags }, eligible, `${policy.context}\npath ${path}`);
     if (!result.agent) throw noRoute(address.tenant, result, `the capability ${tags.join(',')}`);
     routeTo(ctx, address, 'tags', result.agent, rest, result.alternatives, () => rest);
     ctx.routeReason = { to: result.agent.key, via: 'tags', tags, ...(result.skill ? { skill: result.skill } : {}) };
@@ -208,7 +219,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
       const text = valueAt(document, pointer);
       if (typeof text !== 'string' || !text.trim()) throw errors.badRequest(`intent routing reads a string at ${pointer} of the JSON body; there is none`);
       const policy = deps.policyFor(ctx);
-      const eligible: Eligibility = (agent) => policy(agent, path);
+      const eligible: Eligibility = (agent) => policy.check(agent, path);
       const delegate = (result: RouteChoice | NoRoute) => {
         if (!result.agent) throw noRoute(address.tenant, result, 'this request');
         routeTo(ctx, address, result.via, result.agent, rest, result.alternatives, () => rest);
@@ -221,7 +232,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
           candidates: result.candidates.slice(0, 3).map((candidate) => `${candidate.agent}:${candidate.score}/${candidate.load}`),
         };
       };
-      const decision = router.routeScored(address.tenant, { text: text.slice(0, config().intent.maxTextChars) }, eligible);
+      const decision = router.routeScored(address.tenant, { text: text.slice(0, config().intent.maxTextChars) }, eligible, `${policy.context}\npath ${path}`);
       if (decision instanceof Promise) return decision.then(delegate);
       delegate(decision);
       return undefined;
@@ -235,7 +246,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
     const policy = deps.policyFor(ctx);
     const eligible: Eligibility = (agent) => {
       const path = restFor(agent);
-      return path === undefined ? `speaks no A2A ${version} JSON-RPC` : policy(agent, path);
+      return path === undefined ? `speaks no A2A ${version} JSON-RPC` : policy.check(agent, path);
     };
     const owned = (kind: 'task' | 'context', id: string) => {
       const name = deps.taskRoutes.ownerOf(tenant, kind, id);
@@ -271,7 +282,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
         watchIds(ctx, tenant, call.stream);
       };
       // Synchronous unless semantic scorers are configured.
-      const decision = router.routeScored(tenant, { text: call.text }, eligible);
+      const decision = router.routeScored(tenant, { text: call.text }, eligible, `${policy.context}\na2a ${version}`);
       if (decision instanceof Promise) return decision.then(delegate);
       delegate(decision);
       return;

@@ -160,22 +160,28 @@ function decide(tenancy: Tenancy, ctx: RequestContext, callerAgent: AgentRuntime
 }
 
 /**
- * For capability routing, before the target is chosen: for one request, why the policy would refuse
- * it to `agent` at `path` (its decision's message), or undefined when it would allow it. The caller
- * and its data tags are resolved once per request, not once per candidate.
+ * For capability routing, before the target is chosen: for one request, `check` says why the policy
+ * would refuse it to `agent` at `path` (its decision's message), or undefined when it would allow
+ * it. The caller and its data tags are resolved once per request, not once per candidate.
+ * `context` holds every fact of the request the decision reads (the caller's identity and labels,
+ * the method, the data tags), so requests of one context get one answer per agent and path.
  */
-export function candidatePolicyCheck(
-  options: Pick<TenancyStageOptions, 'tenancy' | 'registry'>,
-): (ctx: RequestContext) => (agent: AgentRuntime, path: string) => string | undefined {
+export function candidatePolicyCheck(options: Pick<TenancyStageOptions, 'tenancy' | 'registry'>): (ctx: RequestContext) => {
+  check: (agent: AgentRuntime, path: string) => string | undefined;
+  context: string;
+} {
   const { tenancy, registry } = options;
   return (ctx) => {
     const callerAgent = callerAgentOf(registry, ctx);
     const caller = tenancy.caller(ctx.identity, callerAgent?.tags ?? NO_TAGS);
     const method = ctx.req.method ?? 'GET';
     const dataTags = requestDataTags(ctx, callerAgent?.dataTags ?? NO_TAGS);
-    return (agent, path) => {
-      const decision = tenancy.policy.decide(caller, tenancy.target(agent), { method, path, dataTags });
-      return decision.allow ? undefined : `policy: ${reasonOf(decision)}`;
+    return {
+      check: (agent, path) => {
+        const decision = tenancy.policy.decide(caller, tenancy.target(agent), { method, path, dataTags });
+        return decision.allow ? undefined : `policy: ${reasonOf(decision)}`;
+      },
+      context: JSON.stringify([caller.tenant ?? null, caller.agent ?? null, caller.spiffeId ?? null, caller.labels, method, dataTags]),
     };
   };
 }

@@ -45,6 +45,8 @@ export class CapabilityIndex {
   private readonly settings: Settings;
   private synonyms: SynonymTable;
   private readonly synonymWeight: number;
+  /** Agents added, replaced or removed so far (see version). */
+  private changes = 0;
 
   constructor(options: CapabilityIndexOptions = {}) {
     const b = typeof options.b === 'number' ? fill(options.b) : { ...DEFAULT_B, ...options.b };
@@ -68,6 +70,11 @@ export class CapabilityIndex {
     this.synonyms = synonymTable(options);
   }
 
+  /** A number that changes whenever an agent is added, replaced or removed (agents' slots may then change). */
+  version(): number {
+    return this.changes;
+  }
+
   /** Replaces the operator synonyms (a configuration reload); they apply to the next query. */
   setSynonyms(options: Pick<CapabilityIndexOptions, 'synonyms' | 'replaceDefaultSynonyms'>): void {
     this.synonyms = synonymTable(options);
@@ -85,6 +92,7 @@ export class CapabilityIndex {
     let index = this.tenants.get(tenant);
     if (index?.agents.get(agent)?.digest === digest) return false;
     if (!index) this.tenants.set(tenant, (index = new TenantIndex(this.settings)));
+    this.changes++;
     index.removeAgent(agent);
     index.addAgent(agent, `${tenant}/${agent}`, copies, [...agentTags], digest);
     return true;
@@ -93,12 +101,15 @@ export class CapabilityIndex {
   removeAgent(tenant: string, agent: string): boolean {
     const index = this.tenants.get(tenant);
     if (!index?.removeAgent(agent)) return false;
+    this.changes++;
     if (index.agents.size === 0) this.tenants.delete(tenant);
     return true;
   }
 
   removeTenant(tenant: string): boolean {
-    return this.tenants.delete(tenant);
+    if (!this.tenants.delete(tenant)) return false;
+    this.changes++;
+    return true;
   }
 
   /** The digest (see skillsDigest) of what the index holds for an agent. */
@@ -157,12 +168,12 @@ export class CapabilityIndex {
   }
 
   /** The tenant's agents that have a skill qualifying for `tags` (all agents without tags). */
-  agentsOf(tenant: string, tags: readonly string[] = []): { agentKey: string; skills: readonly Skill[]; tags: readonly string[] }[] {
+  agentsOf(tenant: string, tags: readonly string[] = []): { agentKey: string; slot: number; skills: readonly Skill[]; tags: readonly string[] }[] {
     const index = this.tenants.get(tenant);
     if (!index) return [];
     const required = requiredTags({ tags });
     const agents = required.length === 0 ? [...index.agents.values()] : index.match([], required, true, index.agents.size).map((hit) => hit.doc.agent);
-    return agents.map((agent) => ({ agentKey: agent.key, skills: agent.skills, tags: agent.tags }));
+    return agents.map((agent) => ({ agentKey: agent.key, slot: agent.slot, skills: agent.skills, tags: agent.tags }));
   }
 
   stats(): { tenants: number; agents: number; skills: number; terms: number } {

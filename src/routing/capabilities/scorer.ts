@@ -58,7 +58,7 @@ export async function rankBlended(
   scorers: readonly WeightedScorer[],
   options: RankOptions = {},
 ): Promise<BlendedAgent[]> {
-  const candidates = index.agentsOf(tenant, query.tags).filter((agent) => options.candidates?.(agent.agentKey) ?? true);
+  const candidates = index.agentsOf(tenant, query.tags).filter((agent) => options.candidates?.(agent.agentKey, agent.slot) ?? true);
   const results = await Promise.all(scorers.map(({ scorer }) => scorer.score(tenant, query, candidates)));
   const totalWeight = scorers.reduce((sum, { weight }) => sum + weight, 0);
   const blended = candidates.map(({ agentKey }) => {

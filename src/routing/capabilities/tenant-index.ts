@@ -305,7 +305,7 @@ export class TenantIndex {
     requiredTags: readonly string[],
     perAgent: boolean,
     limit: number,
-    allowed?: (agentKey: string) => boolean,
+    allowed?: (agentKey: string, slot: number) => boolean,
   ): Hit[] {
     if (limit <= 0 || this.docCount === 0) return [];
     const query = this.tick();
@@ -708,10 +708,10 @@ export class TenantIndex {
     return true;
   }
 
-  private isAllowed(slot: number, query: number, allowed: (agentKey: string) => boolean): boolean {
+  private isAllowed(slot: number, query: number, allowed: (agentKey: string, slot: number) => boolean): boolean {
     if (this.allowedMark[slot] !== query) {
       this.allowedMark[slot] = query;
-      this.allowedValue[slot] = allowed(this.agentKeys[slot]!) ? 1 : 0;
+      this.allowedValue[slot] = allowed(this.agentKeys[slot]!, slot) ? 1 : 0;
     }
     return this.allowedValue[slot] === 1;
   }

@@ -25,8 +25,12 @@ export interface CapabilityQuery {
 export interface RankOptions {
   /** How many results at most (default 5). */
   readonly limit?: number;
-  /** Only agents for which this returns true (policy, health); called at most once per agent and query. */
-  readonly candidates?: (agentKey: string) => boolean;
+  /**
+   * Only agents for which this returns true (policy, health); called at most once per agent and
+   * query. `slot` numbers the agent within its tenant's index, small and dense, and stays the
+   * agent's until CapabilityIndex.version() changes (for verdicts kept across queries).
+   */
+  readonly candidates?: (agentKey: string, slot: number) => boolean;
 }
 
 /** Why a skill matched: query words per field, words that matched only as synonyms, required tags. */

@@ -759,6 +759,7 @@ export class PolicySet {
   /** Rule-less policies for tenants that never had setTenant called (gateway defaults). */
   private readonly implicit = new Map<string, CompiledTenantPolicy>();
   private rules = 0;
+  private changes = 0;
 
   constructor(defaults?: Partial<PolicyDefaults>) {
     this.defaults = policyDefaultsSchema.parse(defaults ?? {});
@@ -767,6 +768,12 @@ export class PolicySet {
   /** Gateway-wide defaults; compiled tenant policies are untouched (they resolve defaults per decision). */
   setDefaults(defaults: Partial<PolicyDefaults>): void {
     this.defaults = policyDefaultsSchema.parse(defaults);
+    this.changes++;
+  }
+
+  /** A number that changes whenever a decision may change: defaults or a tenant's policy set or removed. */
+  version(): number {
+    return this.changes;
   }
 
   getDefaults(): PolicyDefaults {
@@ -791,6 +798,7 @@ export class PolicySet {
     this.rules += compiled.rules.length - (this.tenants.get(name)?.rules.length ?? 0);
     this.tenants.set(name, compiled);
     this.implicit.delete(name);
+    this.changes++;
     return compiled;
   }
 
@@ -798,6 +806,7 @@ export class PolicySet {
     this.rules -= this.tenants.get(name)?.rules.length ?? 0;
     this.tenants.delete(name);
     this.implicit.delete(name);
+    this.changes++;
   }
 
   /** The compiled policy of a tenant set with setTenant (for diagnostics and tests). */

@@ -1,0 +1,190 @@
+import assert from 'node:assert/strict';
+import type http from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { Pool } from 'undici';
+import { eventually, startTestGateway, type TestGateway } from './support/gateway.js';
+import { startUpstream, type Upstream } from './support/upstream.js';
+
+/*
+ * The router keeps each caller context's eligibility verdicts (policy, health, registration) across
+ * decisions. They are security decisions: every change they depend on must reach the next request.
+ * primary matches "tax returns" best; backup matches less well and is cleared for pii data.
+ */
+describe('kept routing verdicts follow every change they depend on', () => {
+  let gw: TestGateway;
+  let pool: Pool;
+  const upstreams: Upstream[] = [];
+  /** The status primary's health path answers. */
+  let primaryHealth = 200;
+
+  const agent = (name: string, health: () => number) => async () => {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const status = req.url === '/health' ? health() : 200;
+      req.resume();
+      req.on('end', () => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ name })));
+    };
+    const upstream = await startUpstream(name, handler);
+    upstreams.push(upstream);
+    return upstream;
+  };
+
+  const ask = async (dataTags?: string): Promise<{ status: number; routedTo: unknown; body: string }> => {
+    const res = await pool.request({
+      path: '/tenants/acme/ask',
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(dataTags ? { 'x-dmsc-data-tags': dataTags } : {}) },
+      body: JSON.stringify({ q: 'please file my tax returns' }),
+    });
+    return { status: res.statusCode, routedTo: res.headers['x-dmsc-routed-to'], body: await res.body.text() };
+  };
+
+  const primarySpec = (extra: Record<string, unknown> = {}) => ({
+    endpoints: [upstreams[0]!.url],
+    skills: [{ id: 'tax', name: 'Tax returns', description: 'Files tax returns and computes tax owed' }],
+    healthCheck: { enabled: true, path: '/health', intervalMs: 50, timeoutMs: 1000, healthyThreshold: 1, unhealthyThreshold: 1 },
+    ...extra,
+  });
+
+  before(async () => {
+    await agent('primary', () => primaryHealth)();
+    await agent('backup', () => 200)();
+    gw = await startTestGateway({ routing: { intent: { jsonField: '/q' } } });
+    pool = new Pool(gw.plainUrl, { connections: 4 });
+    assert.equal((await gw.admin('POST', '/admin/v1/tenants', { name: 'acme' })).status, 201);
+    assert.equal((await gw.admin('PUT', '/admin/v1/tenants/acme/agents/primary', primarySpec())).status, 201);
+    const backup = await gw.admin('PUT', '/admin/v1/tenants/acme/agents/backup', {
+      endpoints: [upstreams[1]!.url],
+      skills: [{ id: 'books', name: 'Bookkeeping', description: 'Keeps the books and helps with tax returns' }],
+      clearances: ['pii'],
+      healthCheck: { enabled: false },
+    });
+    assert.equal(backup.status, 201, JSON.stringify(backup.body));
+    await eventually(async () => (await ask()).routedTo === 'acme/primary');
+  });
+  after(async () => {
+    await pool?.close();
+    await gw?.close();
+    await Promise.all(upstreams.map((upstream) => upstream.close()));
+  });
+
+  it('a context of its own per caller facts: data tags are not answered from a context without them', async () => {
+    assert.equal((await ask()).routedTo, 'acme/primary');
+    // primary is not cleared for pii: a request carrying it goes to backup, then the plain one to primary again.
+    assert.equal((await ask('pii')).routedTo, 'acme/backup');
+    assert.equal((await ask()).routedTo, 'acme/primary');
+    assert.equal((await ask('pii')).routedTo, 'acme/backup');
+  });
+
+  it('a policy change applies to the next request', async () => {
+    assert.equal((await ask()).routedTo, 'acme/primary');
+    const deny = await gw.admin('PUT', '/admin/v1/tenants/acme/policy', { rules: [{ name: 'not-primary', effect: 'deny', from: { anonymous: true }, to: { agents: ['primary'] } }] });
+    assert.equal(deny.status, 200, JSON.stringify(deny.body));
+    assert.equal((await ask()).routedTo, 'acme/backup');
+    assert.equal((await gw.admin('PUT', '/admin/v1/tenants/acme/policy', { rules: [] })).status, 200);
+    assert.equal((await ask()).routedTo, 'acme/primary');
+  });
+
+  it('a registry change applies to the next request', async () => {
+    assert.equal((await ask('pii')).routedTo, 'acme/backup');
+    const cleared = await gw.admin('PUT', '/admin/v1/tenants/acme/agents/primary', primarySpec({ clearances: ['pii'] }));
+    assert.equal(cleared.status, 200, JSON.stringify(cleared.body));
+    assert.equal((await ask('pii')).routedTo, 'acme/primary');
+    assert.equal((await gw.admin('PUT', '/admin/v1/tenants/acme/agents/primary', primarySpec())).status, 200);
+    assert.equal((await ask('pii')).routedTo, 'acme/backup');
+  });
+
+  it('an endpoint turning unhealthy is left out by the next decision, and taken back when it recovers', async () => {
+    const status = async () => (await gw.admin('GET', '/admin/v1/tenants/acme/agents/primary')).body.endpointStatus[0].healthy as boolean;
+    await eventually(status);
+    assert.equal((await ask()).routedTo, 'acme/primary');
+    primaryHealth = 503;
+    await eventually(async () => !(await status()));
+    const requests = upstreams[0]!.seen.filter((seen) => seen.url !== '/health').length;
+    const answer = await ask();
+    assert.equal(answer.routedTo, 'acme/backup');
+    assert.equal(upstreams[0]!.seen.filter((seen) => seen.url !== '/health').length, requests, 'primary was not tried');
+    primaryHealth = 200;
+    await eventually(status);
+    assert.equal((await ask()).routedTo, 'acme/primary');
+  });
+});
+
+describe('kept routing verdicts follow an Agent Card refreshed with another A2A version', () => {
+  let gw: TestGateway;
+  let pool: Pool;
+  const upstreams: Upstream[] = [];
+  const versions: Record<string, '1.0' | '0.3'> = { primary: '1.0', backup: '1.0' };
+  const skills: Record<string, unknown[]> = {
+    primary: [{ id: 'tax', name: 'Tax returns', description: 'Files tax returns and computes tax owed', tags: [] }],
+    backup: [{ id: 'books', name: 'Bookkeeping', description: 'Keeps the books and helps with tax returns', tags: [] }],
+  };
+
+  /** An A2A agent whose card declares one JSON-RPC interface at /a2a, of the version the test sets. */
+  const a2aAgent = async (name: string) => {
+    let url = '';
+    const upstream = await startUpstream(name, (req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const json = (value: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(value));
+        if (req.url === '/.well-known/agent-card.json') {
+          const base = { name, description: `${name} agent`, version: '1.0.0', capabilities: {}, defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'], skills: skills[name] };
+          json(
+            versions[name] === '1.0'
+              ? { ...base, supportedInterfaces: [{ url: `${url}/a2a`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }] }
+              : { ...base, url: `${url}/a2a`, preferredTransport: 'JSONRPC', protocolVersion: '0.3.0' },
+          );
+          return;
+        }
+        json({ jsonrpc: '2.0', id: 1, result: { message: { messageId: `${name}-answer`, role: 'ROLE_AGENT', parts: [{ text: name }] } } });
+      });
+    });
+    url = upstream.url;
+    upstreams.push(upstream);
+    return upstream;
+  };
+
+  const send = async (method: 'SendMessage' | 'message/send'): Promise<unknown> => {
+    const message =
+      method === 'SendMessage'
+        ? { messageId: `m-${Math.random()}`, role: 'ROLE_USER', parts: [{ text: 'please file my tax returns' }] }
+        : { kind: 'message', messageId: `m-${Math.random()}`, role: 'user', parts: [{ kind: 'text', text: 'please file my tax returns' }] };
+    const res = await pool.request({
+      path: '/tenants/acme/a2a',
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { message } }),
+    });
+    const body = await res.body.text();
+    assert.equal(res.statusCode, 200, body);
+    return res.headers['x-dmsc-routed-to'];
+  };
+
+  before(async () => {
+    await a2aAgent('primary');
+    await a2aAgent('backup');
+    gw = await startTestGateway({ healthCheck: { enabled: false } });
+    pool = new Pool(gw.plainUrl, { connections: 2 });
+    assert.equal((await gw.admin('POST', '/admin/v1/tenants', { name: 'acme' })).status, 201);
+    for (const [i, name] of ['primary', 'backup'].entries()) {
+      assert.equal((await gw.admin('PUT', `/admin/v1/tenants/acme/agents/${name}`, { endpoints: [upstreams[i]!.url] })).status, 201);
+    }
+    await eventually(async () => (await gw.admin('GET', '/admin/v1/capabilities?tenant=acme')).body.skills.length === 2);
+  });
+  after(async () => {
+    await pool?.close();
+    await gw?.close();
+    await Promise.all(upstreams.map((upstream) => upstream.close()));
+  });
+
+  it('a v1.0 call no longer goes to an agent whose refreshed card speaks only v0.3; a v0.3 call does', async () => {
+    assert.equal(await send('SendMessage'), 'acme/primary');
+    versions.primary = '0.3';
+    const refreshed = await gw.admin('POST', '/admin/v1/tenants/acme/agents/primary/refresh-card');
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+    assert.equal(await send('SendMessage'), 'acme/backup');
+    assert.equal(await send('message/send'), 'acme/primary');
+    versions.primary = '1.0';
+    assert.equal((await gw.admin('POST', '/admin/v1/tenants/acme/agents/primary/refresh-card')).status, 200);
+    assert.equal(await send('SendMessage'), 'acme/primary');
+  });
+});
