@@ -109,17 +109,18 @@ describe('kept routing verdicts follow every change they depend on', () => {
   });
 });
 
-describe('kept routing verdicts follow an Agent Card refreshed with another A2A version', () => {
+describe('kept routing verdicts follow a refreshed Agent Card', () => {
   let gw: TestGateway;
   let pool: Pool;
   const upstreams: Upstream[] = [];
-  const versions: Record<string, '1.0' | '0.3'> = { primary: '1.0', backup: '1.0' };
+  /** The binding of the one interface each agent's card declares. */
+  const bindings: Record<string, 'JSONRPC' | 'HTTP+JSON'> = { primary: 'JSONRPC', backup: 'JSONRPC' };
   const skills: Record<string, unknown[]> = {
     primary: [{ id: 'tax', name: 'Tax returns', description: 'Files tax returns and computes tax owed', tags: [] }],
     backup: [{ id: 'books', name: 'Bookkeeping', description: 'Keeps the books and helps with tax returns', tags: [] }],
   };
 
-  /** An A2A agent whose card declares one JSON-RPC interface at /a2a, of the version the test sets. */
+  /** An A2A agent whose card declares one interface at /a2a, of the binding the test sets. */
   const a2aAgent = async (name: string) => {
     let url = '';
     const upstream = await startUpstream(name, (req, res) => {
@@ -128,11 +129,7 @@ describe('kept routing verdicts follow an Agent Card refreshed with another A2A 
         const json = (value: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(value));
         if (req.url === '/.well-known/agent-card.json') {
           const base = { name, description: `${name} agent`, version: '1.0.0', capabilities: {}, defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'], skills: skills[name] };
-          json(
-            versions[name] === '1.0'
-              ? { ...base, supportedInterfaces: [{ url: `${url}/a2a`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }] }
-              : { ...base, url: `${url}/a2a`, preferredTransport: 'JSONRPC', protocolVersion: '0.3.0' },
-          );
+          json({ ...base, supportedInterfaces: [{ url: `${url}/a2a`, protocolBinding: bindings[name], protocolVersion: '1.0' }] });
           return;
         }
         json({ jsonrpc: '2.0', id: 1, result: { message: { messageId: `${name}-answer`, role: 'ROLE_AGENT', parts: [{ text: name }] } } });
@@ -143,16 +140,13 @@ describe('kept routing verdicts follow an Agent Card refreshed with another A2A 
     return upstream;
   };
 
-  const send = async (method: 'SendMessage' | 'message/send'): Promise<unknown> => {
-    const message =
-      method === 'SendMessage'
-        ? { messageId: `m-${Math.random()}`, role: 'ROLE_USER', parts: [{ text: 'please file my tax returns' }] }
-        : { kind: 'message', messageId: `m-${Math.random()}`, role: 'user', parts: [{ kind: 'text', text: 'please file my tax returns' }] };
+  const send = async (): Promise<unknown> => {
+    const message = { messageId: `m-${Math.random()}`, role: 'ROLE_USER', parts: [{ text: 'please file my tax returns' }] };
     const res = await pool.request({
       path: '/tenants/acme/a2a',
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { message } }),
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message } }),
     });
     const body = await res.body.text();
     assert.equal(res.statusCode, 200, body);
@@ -176,15 +170,15 @@ describe('kept routing verdicts follow an Agent Card refreshed with another A2A 
     await Promise.all(upstreams.map((upstream) => upstream.close()));
   });
 
-  it('a v1.0 call no longer goes to an agent whose refreshed card speaks only v0.3; a v0.3 call does', async () => {
-    assert.equal(await send('SendMessage'), 'acme/primary');
-    versions.primary = '0.3';
+  it('a JSON-RPC call no longer goes to an agent whose refreshed card has no JSON-RPC interface, and does again when it has', async () => {
+    assert.equal(await send(), 'acme/primary');
+    // Same skills (the index does not change): only the registry's runtime of primary does.
+    bindings.primary = 'HTTP+JSON';
     const refreshed = await gw.admin('POST', '/admin/v1/tenants/acme/agents/primary/refresh-card');
     assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
-    assert.equal(await send('SendMessage'), 'acme/backup');
-    assert.equal(await send('message/send'), 'acme/primary');
-    versions.primary = '1.0';
+    assert.equal(await send(), 'acme/backup');
+    bindings.primary = 'JSONRPC';
     assert.equal((await gw.admin('POST', '/admin/v1/tenants/acme/agents/primary/refresh-card')).status, 200);
-    assert.equal(await send('SendMessage'), 'acme/primary');
+    assert.equal(await send(), 'acme/primary');
   });
 });

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Identity } from '../identity/spiffe.js';
 import type { AgentRuntime, EndpointState } from '../registry/types.js';
+import type { A2aVersion } from '../routing/a2a.js';
 import { nextTraceparent, requestIdFrom } from './ids.js';
 
 export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
@@ -49,6 +50,11 @@ export class RequestContext {
   routedByGateway = false;
   /** Whether errors should be JSON-RPC shaped (an A2A JSON-RPC call). */
   jsonRpc = false;
+  /**
+   * The A2A version of a JSON-RPC call routed by the gateway: the forwarder bridges it (see
+   * src/routing/a2a-bridge.ts) when the agent's interface at the target path speaks the other one.
+   */
+  a2aVersion: A2aVersion | undefined = undefined;
   /** The JSON-RPC request id, when a stage read it (errors echo it). */
   jsonRpcId: unknown = undefined;
   /** Why the gateway chose ctx.agent (capability/intent routing), for the audit record and logs. */

@@ -2,11 +2,12 @@ import http2, { type ClientHttp2Session, type Http2ServerRequest, type IncomingH
 import { Readable, Transform } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { Pool, type Dispatcher } from 'undici';
+import { fetch as undiciFetch, Pool, type Dispatcher } from 'undici';
 import type { DataplaneTelemetry, UpstreamErrorKind } from '../admin/telemetry.js';
 import type { LimitsConfig, TimeoutsConfig } from '../config/schema.js';
 import type { PeerCertificate } from 'node:tls';
 import type { AgentRuntime, EndpointState, RegistryView } from '../registry/types.js';
+import { bridgeA2aCall } from '../routing/a2a-bridge.js';
 import type { EndpointBalancer } from '../routing/balancer.js';
 import type { RetriesConfig } from '../routing/balancing-config.js';
 import { LOAD_HEADER, ORCA_HEADER } from '../routing/load.js';
@@ -124,7 +125,107 @@ export class Forwarder {
       return;
     }
     if (ctx.grpc) this.forwardHttp2(ctx, agent, endpoint, timeouts, tls);
+    else if (ctx.a2aVersion !== undefined && bridged(ctx, agent)) this.forwardBridged(ctx, agent, endpoint, timeouts, tls);
     else this.forwardHttp1(ctx, agent, endpoint, timeouts, tls);
+  }
+
+  /**
+   * An A2A JSON-RPC call to an agent whose interface speaks the other version: the SDK's handler of
+   * the caller's version and client of the agent's (src/routing/a2a-bridge.ts) translate it, over
+   * this endpoint's pool. The answer is JSON, or SSE for a stream. A failure to reach the agent is
+   * a failed attempt like any other (retried, failed over); the agent's own errors are answers.
+   */
+  private forwardBridged(ctx: RequestContext, agent: AgentRuntime, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
+    const startedAt = performance.now();
+    const pool = this.poolFor(agent, endpoint, timeouts, tls);
+    const abort = new AbortController();
+    ctx.abortUpstream = (reason) => abort.abort(reason);
+    // The SDK's client sets the body, its type and length, Accept and A2A-Version; the rest is the gateway's.
+    const passed = upstreamRequestHeaders(ctx, false);
+    let reached = false;
+    let unreachable: unknown;
+    // undici's fetch has no per-request header or idle timeouts: these timers abort it (the overall deadline too, through abortUpstream).
+    const firstByte = setTimeout(() => abort.abort(new UpstreamTimeout(perTryMs(timeouts) ? 'per try' : 'first byte')), perTryMs(timeouts) || timeouts.firstByteMs).unref();
+    let idle: NodeJS.Timeout | undefined;
+    const touch = () => {
+      if (idle) idle.refresh();
+      else idle = setTimeout(() => abort.abort(new UpstreamTimeout('idle')), timeouts.idleMs).unref();
+    };
+    const maxBytes = this.opts.limits().maxBodyBytes;
+    const fetchImpl = (async (url: string, init: RequestInit) => {
+      const headers: [string, string][] = [];
+      for (let i = 0; i < passed.length; i += 2) if (!BRIDGE_SETS.has(passed[i]!)) headers.push([passed[i]!, passed[i + 1]!]);
+      for (const [name, value] of new Headers(init.headers)) headers.push([name, value]);
+      try {
+        const res = await undiciFetch(url, { method: init.method ?? 'POST', headers, body: init.body as string, dispatcher: pool, signal: abort.signal });
+        reached = true;
+        clearTimeout(firstByte);
+        touch();
+        this.answered(agent, endpoint, res.status, performance.now() - startedAt, res.headers.get(LOAD_HEADER) ?? res.headers.get(ORCA_HEADER) ?? undefined);
+        // What the SDK buffers is bounded: a whole JSON answer, or each line of an event stream.
+        const stream = (res.headers.get('content-type') ?? '').startsWith('text/event-stream');
+        return res.body ? new Response(res.body.pipeThrough(byteCap(maxBytes, stream, touch)) as ReadableStream, { status: res.status, headers: res.headers as unknown as Headers }) : res;
+      } catch (err) {
+        // undici's fetch wraps the socket's error (ECONNREFUSED, ...) as the cause of a TypeError.
+        clearTimeout(firstByte);
+        unreachable = abort.signal.aborted ? abort.signal.reason : ((err as { cause?: unknown }).cause ?? err);
+        throw err;
+      }
+    }) as unknown as typeof fetch;
+    const respond = async () => {
+      const body = ctx.body!;
+      const bridged = await bridgeA2aCall({
+        // Capability routing read and parsed it whole before choosing the agent.
+        body: JSON.parse(Buffer.concat(body.chunks, body.length).toString('utf8')),
+        callerVersion: ctx.a2aVersion!,
+        agentUrl: endpoint.origin + endpoint.basePath + ctx.target!.rest,
+        fetchImpl,
+        signal: abort.signal,
+        streaming: (agent.card?.card as { capabilities?: { streaming?: unknown } } | undefined)?.capabilities?.streaming === true,
+      });
+      const first = bridged.stream ? await bridged.events.next() : undefined;
+      if (!reached && unreachable !== undefined) {
+        this.failed(ctx, agent, endpoint, startedAt, unreachable);
+        return;
+      }
+      ctx.status = 200;
+      const res = ctx.res as ServerResponse;
+      if (!bridged.stream) {
+        const json = JSON.stringify(bridged.body);
+        res.writeHead(200, downstreamResponseHeaders(ctx, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(json))]) as unknown as Record<string, string>);
+        res.end(json);
+      } else {
+        res.writeHead(200, downstreamResponseHeaders(ctx, ['content-type', 'text/event-stream', 'cache-control', 'no-cache']) as unknown as Record<string, string>);
+        for (let event = first!; !event.done; event = await bridged.events.next()) {
+          if (!res.write(`data: ${JSON.stringify(event.value)}\n\n`)) {
+            await new Promise((resolve) => {
+              res.once('drain', resolve);
+              res.once('close', resolve);
+            });
+          }
+          if (ctx.finished || res.destroyed) {
+            // The caller went away: so does the agent's stream.
+            abort.abort(new Error('the caller went away'));
+            await bridged.events.return(undefined);
+            break;
+          }
+        }
+        res.end();
+      }
+      endpoint.inflight--;
+      this.succeeded(endpoint);
+    };
+    respond()
+      .finally(() => {
+        clearTimeout(firstByte);
+        clearTimeout(idle);
+      })
+      .catch((err: unknown) => {
+        if (ctx.res.headersSent) {
+          endpoint.inflight--;
+          ctx.res.destroy(err as Error);
+        } else this.failed(ctx, agent, endpoint, startedAt, err);
+      });
   }
 
   /** The request has finished (the pipeline's finish hook): forget its deadline. */
@@ -444,6 +545,42 @@ export class Forwarder {
   get draining(): boolean {
     return this.opts.isDraining();
   }
+}
+
+/** Headers of a bridged call that the SDK's client sets itself (the body is its own). */
+const BRIDGE_SETS = new Set(['content-length', 'content-type', 'accept', 'a2a-version', 'x-a2a-extensions', 'a2a-extensions', 'transfer-encoding', 'host']);
+
+/**
+ * Passes bytes through, failing once more than `max` came (in all, or since the last line feed for
+ * an event stream, whose events are lines); `progress` is called per chunk.
+ */
+function byteCap(max: number, perLine: boolean, progress: () => void): TransformStream<Uint8Array, Uint8Array> {
+  let count = 0;
+  return new TransformStream({
+    transform(chunk, controller) {
+      progress();
+      const firstBreak = perLine ? chunk.indexOf(0x0a) : -1;
+      if (firstBreak < 0) count += chunk.length;
+      else if (count + firstBreak <= max) count = chunk.length - chunk.lastIndexOf(0x0a) - 1;
+      else count = max + 1;
+      if (count > max) controller.error(new Error(`the agent's answer exceeds ${max} bytes${perLine ? ' in one event' : ''}`));
+      else controller.enqueue(chunk);
+    },
+  });
+}
+
+/** Whether the agent's interfaces at the call's path speak only the other A2A version (one URL may serve both). */
+function bridged(ctx: RequestContext, agent: AgentRuntime): boolean {
+  const rest = ctx.target!.rest;
+  const query = rest.indexOf('?');
+  const path = query < 0 ? rest : rest.slice(0, query);
+  let other = false;
+  for (const spoken of agent.a2aInterfaces) {
+    if (spoken.path !== path) continue;
+    if (spoken.version === ctx.a2aVersion) return false;
+    other = true;
+  }
+  return other;
 }
 
 /** timeouts.perTryMs when set and shorter than firstByteMs, else 0 (firstByteMs bounds each try). */

@@ -242,11 +242,13 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
   const routeA2a = (ctx: RequestContext, address: Address, call: A2aCall): void | Promise<void> => {
     const { tenant } = address;
     const version = call.version;
-    const restFor = (agent: AgentRuntime) => a2aInterface(agent, version);
+    // An agent of the other version only is reached through the bridge (the forwarder's, see ctx.a2aVersion).
+    const restFor = (agent: AgentRuntime) => a2aInterface(agent, version) ?? a2aInterface(agent, version === '1.0' ? '0.3' : '1.0');
+    ctx.a2aVersion = version;
     const policy = deps.policyFor(ctx);
     const eligible: Eligibility = (agent) => {
       const path = restFor(agent);
-      return path === undefined ? `speaks no A2A ${version} JSON-RPC` : policy.check(agent, path);
+      return path === undefined ? 'speaks no A2A JSON-RPC' : policy.check(agent, path);
     };
     const owned = (kind: 'task' | 'context', id: string) => {
       const name = deps.taskRoutes.ownerOf(tenant, kind, id);
@@ -262,7 +264,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
     if (owner) {
       // A follow-up belongs to the agent that has the task: no alternative can take it.
       const path = restFor(owner);
-      if (path === undefined) throw errors.badRequest(`agent ${owner.key} owns this task but speaks no A2A ${version} JSON-RPC`);
+      if (path === undefined) throw errors.badRequest(`agent ${owner.key} owns this task but speaks no A2A JSON-RPC`);
       const via = ownerOfTask ? 'task' : 'context';
       routeTo(ctx, address, via, owner, path, [], restFor);
       ctx.routeReason = { to: owner.key, via, method: call.method };
