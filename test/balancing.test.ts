@@ -226,12 +226,21 @@ describe('load-aware balancing', () => {
     const start = performance.now();
     let changedAt = Infinity;
     const run = traffic(pool, '/agents/acme/pool/', 4, () => performance.now() - changedAt > 1000);
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    // d must be taking its share before it slows down. One slow early answer on a busy machine can
+    // keep an endpoint's estimate high for seconds (decayMs 2 s): wait, within a bound, for a window
+    // of 400 ms where it has its share.
+    let window = { share: 0, total: 0 };
+    await eventually(() => {
+      const now = performance.now();
+      window = shareOf(d, replicas, now - 400, now);
+      return now - start > 700 && window.share > 0.12;
+    }, 15_000, 100).catch(() => assert.fail(`d never took its share before slowing down (last 400 ms: ${(window.share * 100).toFixed(1)}% of ${window.total})`));
+    const measuredFrom = performance.now() - 400;
     d.behaviour.delayMs = 40;
     changedAt = performance.now();
     await run;
 
-    const before = shareOf(d, replicas, start + 200, changedAt);
+    const before = shareOf(d, replicas, measuredFrom, changedAt);
     const afterChange = shareOf(d, replicas, changedAt, changedAt + 1000);
     assert.ok(before.share > 0.12, `before: ${(before.share * 100).toFixed(1)}% of ${before.total}`);
     assert.ok(afterChange.share < 0.06, `within 1 s after: ${(afterChange.share * 100).toFixed(1)}% of ${afterChange.total}`);
