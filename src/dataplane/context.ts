@@ -52,7 +52,7 @@ export class RequestContext {
   jsonRpc = false;
   /**
    * The A2A version of a JSON-RPC call routed by the gateway: the forwarder bridges it (see
-   * src/routing/a2a-bridge.ts) when the agent's interface at the target path speaks the other one.
+   * src/bridges/a2a-version.ts) when the agent's interface at the target path speaks the other one.
    */
   a2aVersion: A2aVersion | undefined = undefined;
   /** The JSON-RPC request id, when a stage read it (errors echo it). */

@@ -7,7 +7,7 @@ import type { DataplaneTelemetry, UpstreamErrorKind } from '../admin/telemetry.j
 import type { LimitsConfig, TimeoutsConfig } from '../config/schema.js';
 import type { PeerCertificate } from 'node:tls';
 import type { AgentRuntime, EndpointState, RegistryView } from '../registry/types.js';
-import { bridgeA2aCall } from '../routing/a2a-bridge.js';
+import { bridgeA2aCall } from '../bridges/index.js';
 import type { EndpointBalancer } from '../routing/balancer.js';
 import type { RetriesConfig } from '../routing/balancing-config.js';
 import { LOAD_HEADER, ORCA_HEADER } from '../routing/load.js';
@@ -131,7 +131,7 @@ export class Forwarder {
 
   /**
    * An A2A JSON-RPC call to an agent whose interface speaks the other version: the SDK's handler of
-   * the caller's version and client of the agent's (src/routing/a2a-bridge.ts) translate it, over
+   * the caller's version and client of the agent's (src/bridges/a2a-version.ts) translate it, over
    * this endpoint's pool. The answer is JSON, or SSE for a stream. A failure to reach the agent is
    * a failed attempt like any other (retried, failed over); the agent's own errors are answers.
    */

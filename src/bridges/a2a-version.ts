@@ -3,7 +3,7 @@ import { JsonRpcTransportFactory, type RequestOptions, type Transport } from '@a
 import { LegacyJsonRpcTransport } from '@a2a-js/sdk/compat/v0_3/client';
 import { LegacyJsonRpcTransportHandler } from '@a2a-js/sdk/compat/v0_3/server';
 import { JsonRpcTransportHandler, ServerCallContext, type A2ARequestHandler } from '@a2a-js/sdk/server';
-import type { A2aVersion } from './a2a.js';
+import type { A2aVersion } from '../routing/a2a.js';
 
 /*
  * The A2A version bridge: a JSON-RPC call of one protocol version (v0.3 or v1.0) served by an agent

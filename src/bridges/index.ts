@@ -1,0 +1,1 @@
+export { bridgeA2aCall, type BridgedAnswer, type BridgedCall } from './a2a-version.js';
