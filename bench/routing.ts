@@ -14,9 +14,11 @@
 //    the gateway's candidatePolicyCheck; a deny rule refuses the 2% of agents tagged restricted),
 //    the caller's context built per decision as the gateway does. Timed one at a time in wall time
 //    and in process CPU time (which leaves out waits for a core on this shared machine), after a
-//    warm-up; best of --rounds rounds by p99. Two kinds of decision, in loops of their own: with
+//    warm-up; best of --rounds rounds by p99. Three kinds of decision, in loops of their own: with
 //    the verdicts kept (the steady state between changes; the 4,096 queries were each decided once
-//    before) and right after a change (the eligibility epoch moves before every decision, so every
+//    before), each right after one agent changed (a random agent is listed in the change feed before
+//    every decision, as when an endpoint's health flips: its verdicts are dropped in every context),
+//    and right after a policy change (the eligibility epoch moves before every decision, so every
 //    candidate is asked again: the worst case, and what every decision cost before verdicts were
 //    kept). In the same rounds, rank() alone (limit = routing.intent.maxCandidates, no eligibility
 //    filter) for comparison, and how many times a decision called the eligibility check.
@@ -38,6 +40,7 @@ import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { configSchema } from '../src/config/schema.js';
+import { AgentChanges } from '../src/registry/changes.js';
 import { Endpoint } from '../src/registry/endpoint.js';
 import type { AgentRuntime, AgentView, SkillSummary } from '../src/registry/types.js';
 import { Balancer } from '../src/routing/balancer.js';
@@ -164,8 +167,10 @@ interface DecisionRow {
   buildMs: number;
   decision: Float64Array;
   decisionCpu: Float64Array;
-  /** Decisions right after a change: every candidate's eligibility asked again. */
+  /** Decisions right after a policy change: every candidate's eligibility asked again. */
   changed: Float64Array;
+  /** Decisions each right after one agent's change. */
+  agentChanged: Float64Array;
   rank: Float64Array;
   /** Calls of the eligibility callback per decision (the last round), verdicts kept and right after a change. */
   checks: Float64Array;
@@ -196,13 +201,15 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
   const registryMb = memoryMb() - base;
 
   const started = performance.now();
+  // As the gateway wires them: the policies' version, and the registry's feed of changed agents.
   let epoch = 0;
+  const changes = new AgentChanges();
   const router = new CapabilityRouter({
     registry,
     config: () => defaults.routing,
     loadOf: (agent) => balancer.loadOf(agent) ?? Number.POSITIVE_INFINITY,
-    // As the gateway's (registry, health and policy versions): it moves when one of them changes.
     eligibilityEpoch: () => epoch,
+    agentChanges: changes,
   });
   router.syncAll();
   const buildMs = performance.now() - started;
@@ -250,22 +257,30 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
   };
   const limit = defaults.routing.intent.maxCandidates;
 
-  /** One decision; `changed`: right after a change (registry, health or policy), every verdict asked again. */
-  const decide = (query: CorpusQuery, changed: boolean) => {
-    if (changed) epoch++;
+  /**
+   * One decision; `change`: what changed just before it — 'policy': every verdict is asked again;
+   * 'agent': one agent (at random) changed, as when an endpoint's health flips.
+   */
+  const decide = (query: CorpusQuery, change?: 'policy' | 'agent') => {
+    if (change === 'policy') epoch++;
+    else if (change === 'agent') {
+      const changed = pick(corpus.agents);
+      changes.record(`${changed.tenant}/${changed.name}`);
+    }
     const { eligible, context } = eligibleFor(query.tenant);
     const choice = router.route(query.tenant, { text: query.text }, eligible, context);
     return choice.agent ? (balancer.pick(choice.agent) ? choice : undefined) : choice;
   };
   for (let i = 0; i < 5_000; i++) {
     const query = queries[i % queries.length]!;
-    decide(query, i % 2 === 0);
+    decide(query, i % 2 === 0 ? 'policy' : undefined);
     router.index.rank(query.tenant, { text: query.text }, { limit });
   }
 
   let decision: Float64Array | undefined;
   let decisionCpu: Float64Array | undefined;
   let changed: Float64Array | undefined;
+  let agentChanged: Float64Array | undefined;
   let rank: Float64Array | undefined;
   let checks: Float64Array | undefined;
   let changedChecks: Float64Array | undefined;
@@ -273,7 +288,7 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
   let targetChosen = 0;
   const noRoute: Record<string, number> = {};
   /** Times QUERIES decisions; returns wall times, CPU times and eligibility checks, each sorted. */
-  const timeDecisions = (afterChange: boolean, count: (choice: ReturnType<typeof decide>, query: CorpusQuery) => void) => {
+  const timeDecisions = (change: 'policy' | 'agent' | undefined, count: (choice: ReturnType<typeof decide>, query: CorpusQuery) => void) => {
     const wall = new Float64Array(QUERIES);
     const cpuTimes = new Float64Array(QUERIES);
     const asks = new Float64Array(QUERIES);
@@ -282,7 +297,7 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
       const askedBefore = asked;
       const cpu = process.cpuUsage();
       const t0 = process.hrtime.bigint();
-      const choice = decide(query, afterChange);
+      const choice = decide(query, change);
       wall[i] = Number(process.hrtime.bigint() - t0) / 1000;
       const used = process.cpuUsage(cpu);
       cpuTimes[i] = used.user + used.system;
@@ -293,14 +308,14 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
     return { wall, cpuTimes, asks };
   };
   for (let round = 0; round < ROUNDS; round++) {
-    // Right after a change: every decision asks about its candidates again (the epoch moves each time).
-    const fresh = timeDecisions(true, () => {});
+    // Right after a policy change: every decision asks about its candidates again (the epoch moves each time).
+    const fresh = timeDecisions('policy', () => {});
     // Verdicts kept: the steady state between changes, once the queries' candidates were asked about.
-    for (const query of queries) decide(query, false);
+    for (const query of queries) decide(query);
     routed = 0;
     targetChosen = 0;
     for (const key of Object.keys(noRoute)) delete noRoute[key];
-    const kept = timeDecisions(false, (choice, query) => {
+    const kept = timeDecisions(undefined, (choice, query) => {
       if (choice?.agent) {
         routed++;
         if (choice.agent.key === query.target) targetChosen++;
@@ -309,6 +324,8 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
         noRoute[reason] = (noRoute[reason] ?? 0) + 1;
       }
     });
+    // One agent changes before every decision (its verdicts dropped in every context).
+    const churn = timeDecisions('agent', () => {});
     // Apart from the decisions, so that neither runs on caches the other warmed for the same query.
     const rankWall = new Float64Array(QUERIES);
     for (let i = 0; i < QUERIES; i++) {
@@ -323,6 +340,7 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
     if (!decision || percentile(kept.wall, 99) < percentile(decision, 99)) decision = kept.wall;
     if (!decisionCpu || percentile(kept.cpuTimes, 99) < percentile(decisionCpu, 99)) decisionCpu = kept.cpuTimes;
     if (!changed || percentile(fresh.wall, 99) < percentile(changed, 99)) changed = fresh.wall;
+    if (!agentChanged || percentile(churn.wall, 99) < percentile(agentChanged, 99)) agentChanged = churn.wall;
     if (!rank || percentile(rankWall, 99) < percentile(rank, 99)) rank = rankWall;
   }
 
@@ -345,6 +363,7 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
     decision: decision!,
     decisionCpu: decisionCpu!,
     changed: changed!,
+    agentChanged: agentChanged!,
     rank: rank!,
     checks: checks!,
     changedChecks: changedChecks!,
@@ -469,10 +488,10 @@ if (!options['no-decision']) {
   const rows = [decisionRun('1 tenant', () => 'big')];
   if (!options.single) rows.push(decisionRun(`${TENANTS_SPREAD} tenants`, (i) => `tenant-${i % TENANTS_SPREAD}`));
   console.log(
-    '\n| registry | decision p50 | decision p99 | decision p99.9 | decision max | decision CPU p50 / p99 | right after a change p50 / p99 | rank() alone p50 / p99 | ' +
-      'eligibility checks p50 / p99 (after a change) | routed | target chosen | syncAgent p50 / p99 | index build | memory: registry | memory: router + index |',
+    '\n| registry | decision p50 | decision p99 | decision p99.9 | decision max | decision CPU p50 / p99 | after an agent changed p50 / p99 | after a policy change p50 / p99 | ' +
+      'rank() alone p50 / p99 | eligibility checks p50 / p99 (after a policy change) | routed | target chosen | syncAgent p50 / p99 | index build | memory: registry | memory: router + index |',
   );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const row of rows) {
     const cells = [
       row.label,
@@ -481,6 +500,7 @@ if (!options['no-decision']) {
       us(percentile(row.decision, 99.9)),
       us(row.decision[row.decision.length - 1]!),
       `${percentile(row.decisionCpu, 50).toFixed(1)} / ${percentile(row.decisionCpu, 99).toFixed(1)} µs`,
+      `${percentile(row.agentChanged, 50).toFixed(1)} / ${percentile(row.agentChanged, 99).toFixed(1)} µs`,
       `${percentile(row.changed, 50).toFixed(1)} / ${percentile(row.changed, 99).toFixed(1)} µs`,
       `${percentile(row.rank, 50).toFixed(1)} / ${percentile(row.rank, 99).toFixed(1)} µs`,
       `${percentile(row.checks, 50)} / ${percentile(row.checks, 99)} (${percentile(row.changedChecks, 50)} / ${percentile(row.changedChecks, 99)})`,

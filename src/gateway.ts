@@ -11,7 +11,7 @@ import { BootstrapTokens } from './identity/bootstrap.js';
 import { createIdentityEndpoints } from './identity/endpoints.js';
 import { createTokenService, JwtAuthenticator } from './identity/oauth.js';
 import { startIdentity, type IdentityRuntime, type TlsFiles } from './identity/runtime.js';
-import { endpointHealthEpoch, Registry } from './registry/index.js';
+import { Registry } from './registry/index.js';
 import { Balancer, CapabilityRouter, capabilityRouteStage, LoadPoller, routingAdmin, TaskRoutes } from './routing/index.js';
 import { spiffeIdFor } from './identity/spiffe.js';
 import { promotePendingMasterKey, writePidFile } from './identity/master-key.js';
@@ -159,8 +159,9 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       registry,
       config: () => current.routing,
       loadOf: (agent) => balancer.loadOf(agent) ?? Number.POSITIVE_INFINITY,
-      // Everything a candidate's eligibility reads besides the request: the agents, their health, the policies.
-      eligibilityEpoch: () => registry.version() + endpointHealthEpoch() + tenancy.policy.version(),
+      // Everything a candidate's eligibility reads besides the request: the policies (all agents), each agent's runtime and health.
+      eligibilityEpoch: () => tenancy.policy.version(),
+      agentChanges: registry.agentChanges,
       logger: logger.child({ component: 'routing' }),
       env: options.env,
     });

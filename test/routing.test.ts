@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import { A2aCallError, inspectA2aCall, ResultIdWatcher, type LearnedIds } from '../src/routing/a2a.js';
 import { routingSchema } from '../src/routing/config.js';
 import { CapabilityRouter, type Eligibility } from '../src/routing/router.js';
-import { Endpoint, endpointHealthEpoch } from '../src/registry/endpoint.js';
+import { AgentChanges } from '../src/registry/changes.js';
+import { Endpoint } from '../src/registry/endpoint.js';
 import type { AgentRuntime } from '../src/registry/types.js';
 import { endpoint, MemoryRegistry, skill } from './support/memory-registry.js';
 
@@ -237,20 +238,54 @@ describe('eligibility verdicts kept across decisions', () => {
     assert.equal(choice.agent?.name, 'backup', 'the refused newcomer was asked about, not taken for primary');
   });
 
-  it('endpoint health moves the epoch: an endpoint going down is seen by the next decision', () => {
+  it("an agent's change (its health, its runtime) drops its verdicts alone, in every context", () => {
     const registry = new MemoryRegistry();
-    const flaky = new Endpoint('http://127.0.0.1:1', healthCheck);
+    const changes = new AgentChanges();
+    const flaky = new Endpoint('http://127.0.0.1:1', healthCheck, () => changes.record('t/primary'));
     registry.add('t', 'primary', [skill('tax', 'files tax returns and computes tax owed')], [flaky]);
     registry.add('t', 'backup', [skill('books', 'keeps the books, helps with tax returns now and then')]);
-    const router = new CapabilityRouter({ registry, config: () => config, eligibilityEpoch: endpointHealthEpoch });
+    const router = new CapabilityRouter({ registry, config: () => config, eligibilityEpoch: () => 0, agentChanges: changes });
     router.syncAll();
     const tax = { text: 'tax returns' };
-    assert.equal(router.route('t', tax, () => undefined, 'alice').agent?.name, 'primary');
-    const before = endpointHealthEpoch();
+    const asked: string[] = [];
+    const check: Eligibility = (agent) => {
+      asked.push(agent.name);
+      return undefined;
+    };
+    for (const context of ['alice', 'bob']) assert.equal(router.route('t', tax, check, context).agent?.name, 'primary');
+    asked.length = 0;
     assert.equal(flaky.recordFailure('connect ECONNREFUSED'), true);
-    assert.notEqual(endpointHealthEpoch(), before);
-    assert.equal(router.route('t', tax, () => undefined, 'alice').agent?.name, 'backup');
+    assert.equal(router.route('t', tax, check, 'alice').agent?.name, 'backup');
+    assert.deepEqual(asked, [], 'an unhealthy agent is refused before the policy is asked; backup was kept');
+    assert.equal(router.route('t', tax, check, 'bob').agent?.name, 'backup', "bob's verdict of primary was dropped too");
     flaky.healthy = true;
-    assert.equal(router.route('t', tax, () => undefined, 'alice').agent?.name, 'primary');
+    assert.equal(router.route('t', tax, check, 'alice').agent?.name, 'primary');
+    assert.deepEqual(asked, ['primary'], 'only the changed agent is asked again');
+
+    // A new runtime (a replaced record or card) with the same skills: the index keeps its slot.
+    const replaced = { ...registry.agents.get('t/primary')!.runtime, clearances: ['pii'] };
+    registry.agents.get('t/primary')!.runtime = replaced;
+    changes.record('t/primary');
+    const choice = router.route('t', tax, check, 'alice');
+    assert.equal(choice.agent, replaced, 'the decision carries the new runtime, not the kept one');
+  });
+
+  it('a feed that overran (more changes than it holds) drops every verdict', () => {
+    const registry = new MemoryRegistry();
+    const changes = new AgentChanges(4);
+    registry.add('t', 'primary', [skill('tax', 'files tax returns and computes tax owed')]);
+    registry.add('t', 'backup', [skill('books', 'keeps the books, helps with tax returns now and then')]);
+    const router = new CapabilityRouter({ registry, config: () => config, eligibilityEpoch: () => 0, agentChanges: changes });
+    router.syncAll();
+    const asked: string[] = [];
+    const check: Eligibility = (agent) => {
+      asked.push(agent.name);
+      return undefined;
+    };
+    router.route('t', { text: 'tax returns' }, check, 'alice');
+    asked.length = 0;
+    for (let i = 0; i < 5; i++) changes.record('t/elsewhere');
+    router.route('t', { text: 'tax returns' }, check, 'alice');
+    assert.deepEqual(asked.sort(), ['backup', 'primary']);
   });
 });

@@ -1,17 +1,6 @@
 import type { HealthCheckConfig } from '../config/schema.js';
 import type { EndpointLoad, EndpointOutlier, EndpointState, EndpointStatus } from './types.js';
 
-/** Health changes of every endpoint of the process (see endpointHealthEpoch). */
-let healthChanges = 0;
-
-/**
- * A number that changes whenever any endpoint's `healthy` does: what was decided from endpoint
- * health (routing's cached eligibility verdicts) is stale once it has moved.
- */
-export function endpointHealthEpoch(): number {
-  return healthChanges;
-}
-
 /**
  * One replica of an agent and its health. Active checks and passive observations (connect errors,
  * resets, timeouts seen by the forwarder) feed the same consecutive-failure counter, like Envoy's
@@ -44,6 +33,8 @@ export class Endpoint implements EndpointState {
     url: string,
     /** The agent's effective health-check settings, read live so a reload applies at once. */
     readonly settings: () => HealthCheckConfig,
+    /** Called when `healthy` changes (the registry notes its agent as changed). */
+    private readonly onHealthChange?: () => void,
   ) {
     const parsed = new URL(url);
     this.origin = parsed.origin;
@@ -59,7 +50,7 @@ export class Endpoint implements EndpointState {
   set healthy(healthy: boolean) {
     if (healthy === this.#healthy) return;
     this.#healthy = healthy;
-    healthChanges++;
+    this.onHealthChange?.();
   }
 
   /** Returns true when this observation changed the endpoint's health. */

@@ -6,6 +6,7 @@ import { agentSchema, nameSchema, type AgentConfig, type GatewayConfig, type Hea
 import type { AgentCardRecord, AgentRecord, AgentSettings, DurableStore, TenantRecord } from '../store/types.js';
 import { cardSkills, jsonRpcInterfaces, jsonRpcPaths } from './card.js';
 import { fetchAgentCard } from './card-fetch.js';
+import { AgentChanges } from './changes.js';
 import { Endpoint, normalizeEndpointUrl } from './endpoint.js';
 import { HealthChecker } from './health.js';
 import type { RateSpec } from '../tenancy/limits/index.js';
@@ -61,8 +62,8 @@ export class Registry implements RegistryView, RegistryAdmin {
   private cards: CardsConfig;
   private readonly tenants = new Map<string, TenantRecord>();
   private readonly agents = new Map<string, AgentEntry>();
-  /** Agent runtimes installed, replaced (a new record or card) or removed so far (see version). */
-  private changes = 0;
+  /** Each agent whose runtime was installed, replaced (a new record or card) or removed, or whose endpoint health changed. */
+  readonly agentChanges = new AgentChanges();
   private readonly dispatcher = new UndiciAgent({ connections: 4, keepAliveTimeout: 10_000, pipelining: 1 });
   private readonly health: HealthChecker;
   private readonly changeListeners: Array<() => void> = [];
@@ -220,11 +221,6 @@ export class Registry implements RegistryView, RegistryAdmin {
 
   findAgent(tenant: string, agent: string): AgentRuntime | undefined {
     return this.agents.get(keyOf(tenant, agent))?.runtime;
-  }
-
-  /** A number that changes whenever an agent's runtime is installed, replaced or removed. */
-  version(): number {
-    return this.changes;
   }
 
   /** findAgent by the agent's key (`tenant/name`, AgentRuntime.key) without building it again. */
@@ -456,7 +452,7 @@ export class Registry implements RegistryView, RegistryAdmin {
   private async removeAgent(entry: AgentEntry): Promise<void> {
     await this.store.deleteAgent(entry.record.tenant, entry.record.name);
     this.agents.delete(keyOf(entry.record.tenant, entry.record.name));
-    this.changes++;
+    this.agentChanges.record(keyOf(entry.record.tenant, entry.record.name));
     clearTimeout(entry.cardTimer);
     for (const endpoint of entry.endpoints) this.health.unwatch(endpoint);
     this.notifyEndpointsChanged();
@@ -486,7 +482,8 @@ export class Registry implements RegistryView, RegistryAdmin {
         reusable.delete(url);
         return kept;
       }
-      const endpoint = new Endpoint(url, settings);
+      const agentKey = keyOf(record.tenant, record.name);
+      const endpoint = new Endpoint(url, settings, () => this.agentChanges.record(agentKey));
       this.owners.set(endpoint, { tenant: record.tenant, agent: record.name });
       return endpoint;
     });
@@ -499,7 +496,7 @@ export class Registry implements RegistryView, RegistryAdmin {
       ...(previous?.cardTimer ? { cardTimer: previous.cardTimer } : {}),
     };
     this.agents.set(keyOf(record.tenant, record.name), entry);
-    this.changes++;
+    this.agentChanges.record(keyOf(record.tenant, record.name));
     if (previous) this.notifyEndpointsChanged();
     return entry;
   }
@@ -558,7 +555,7 @@ export class Registry implements RegistryView, RegistryAdmin {
           };
           await this.store.putAgentCard(record);
           current.runtime = buildRuntime(current.record, current.endpoints, record, current.runtime.rrCursor);
-          this.changes++;
+          this.agentChanges.record(keyOf(tenant, name));
           this.logger.debug({ tenant, agent: name, skills: cardSkills(record.card).length }, 'agent card stored');
           // Skills feed routing and policy: a card that changed is an agent that changed.
           if (!held || JSON.stringify(held.card) !== JSON.stringify(record.card)) this.notifyAgentChanged(tenant, name);
@@ -568,7 +565,7 @@ export class Registry implements RegistryView, RegistryAdmin {
           if (held) {
             await this.store.deleteAgentCard(tenant, name);
             current.runtime = buildRuntime(current.record, current.endpoints, undefined, current.runtime.rrCursor);
-            this.changes++;
+            this.agentChanges.record(keyOf(tenant, name));
             this.notifyAgentChanged(tenant, name);
           }
           break;

@@ -3,7 +3,7 @@ import type { TenantRecord } from '../store/types.js';
 import { CapabilityIndex, type CapabilityQuery, type MatchExplanation, type ScoringCandidate } from './capabilities/index.js';
 import type { RoutingConfig, ScorerConfig, TenantRouting } from './config.js';
 import { buildScorers, countLexicalFallback, runScorer, ScorerFailureLog, type ConfiguredScorer, type ScorerOutcome, type WarnLogger } from './semantic/index.js';
-import { VerdictCache, type ContextVerdicts } from './verdicts.js';
+import { VerdictCache, type AgentChangeFeed, type ContextVerdicts } from './verdicts.js';
 
 export { scorerCounters } from './semantic/index.js';
 
@@ -83,11 +83,16 @@ export interface RouterOptions {
   /** Where a scorer's `apiKeyEnv` is looked up (default process.env). */
   env?: Readonly<Record<string, string | undefined>>;
   /**
-   * A number that changes whenever an eligibility verdict may change: the registry's agents,
-   * endpoint health, policies (see src/routing/verdicts.ts). With it, decisions given a `context`
-   * keep their verdicts until it moves; without it, every decision asks again.
+   * A number that changes whenever any eligibility verdict may change (policies; see
+   * src/routing/verdicts.ts). With it, decisions given a `context` keep their verdicts until it
+   * moves, or until `agentChanges` lists the agent; without it, every decision asks again.
    */
   eligibilityEpoch?: () => number;
+  /**
+   * The agents whose runtime or endpoint health changed (the registry's feed). Required with
+   * eligibilityEpoch unless the epoch also moves on every such change.
+   */
+  agentChanges?: AgentChangeFeed;
 }
 
 /** A ranked agent as a decision sees it: lexical, or blended with semantic scorers. */
@@ -225,7 +230,7 @@ export class CapabilityRouter {
     this.failureLog = new ScorerFailureLog(opts.logger);
     const epoch = opts.eligibilityEpoch;
     // The index's slots name the agents whose verdicts are kept: its changes move the stamp too.
-    this.verdicts = epoch && new VerdictCache(() => epoch() + this.index.version());
+    this.verdicts = epoch && new VerdictCache(() => epoch() + this.index.version(), opts.agentChanges, (tenant, agent) => this.index.slotOf(tenant, agent));
   }
 
   /** Indexes every agent the registry holds (start, and after a synonym change). */

@@ -8,10 +8,19 @@ import type { AgentRuntime } from '../registry/types.js';
  *
  * Verdicts are kept per tenant and caller context, by the agent's slot in the capability index. The
  * context is a key naming everything a verdict depends on besides the agent: the caller's identity
- * and labels, the method, the path or protocol version, the data tags. Everything else a verdict
- * depends on (the registry's agents, endpoint health, policies, the index's slots) must move the
- * `stamp`: every verdict is dropped when it changes. Without a context, nothing is kept.
+ * and labels, the method, the path or protocol version, the data tags. The rest a verdict depends
+ * on must reach this cache, one of two ways:
+ * - the `stamp` moves (policies, the index's slots): every verdict is dropped;
+ * - the agent is listed in the `changes` feed (its runtime installed, replaced or removed, or an
+ *   endpoint's health changed): its verdicts, in every context, are dropped before the next decision.
+ * Without a context, nothing is kept.
  */
+
+/** What the router reads of the registry's change feed (src/registry/changes.ts). */
+export interface AgentChangeFeed {
+  readonly sequence: number;
+  since(from: number, visit: (agentKey: string) => void): boolean;
+}
 
 /** Caller contexts that keep verdicts (the oldest is dropped beyond): ~1 byte per agent of the tenant each. */
 const MAX_CONTEXTS = 1_024;
@@ -21,20 +30,23 @@ const MAX_CONTEXT_CHARS = 1_024;
 /**
  * A verdict is a byte: the context's generation (1-63) << 2 | ACCEPTED or REFUSED, so emptying a
  * context moves its generation instead of clearing its bytes (once every 63 times it clears them).
+ * 0 is "not known".
  */
 const ACCEPTED = 1;
 const REFUSED = 2;
 const GENERATIONS = 63;
 
 /**
- * The runtimes of one tenant's accepted agents, by slot, shared by its contexts. Never emptied: a
- * context reads a slot only after accepting it under the current stamp, and every accept under one
- * stamp writes the same runtime (the registry and the index are unchanged while the stamp is).
+ * A tenant's kept state: the runtimes of its accepted agents by slot, shared by its contexts, and
+ * those contexts. A context reads a runtime only for a slot it accepted since the stamp and the
+ * agent last changed, and every accept since then wrote the same runtime (the registry holds one
+ * per agent between changes), so the array is never emptied.
  */
-class TenantRuntimes {
+class TenantVerdicts {
   bySlot: (AgentRuntime | undefined)[] = new Array<AgentRuntime | undefined>(64);
+  readonly contexts = new Set<ContextVerdicts>();
 
-  set(slot: number, runtime: AgentRuntime): void {
+  setRuntime(slot: number, runtime: AgentRuntime): void {
     if (slot >= this.bySlot.length) {
       // A preallocated array (holes, not a dictionary), as large as the index's slots.
       const grown = new Array<AgentRuntime | undefined>(Math.max(slot + 1, 2 * this.bySlot.length));
@@ -54,7 +66,7 @@ export class ContextVerdicts {
 
   constructor(
     public stamp: number,
-    private readonly runtimes: TenantRuntimes,
+    readonly tenant: TenantVerdicts,
   ) {}
 
   reset(stamp: number): void {
@@ -66,9 +78,14 @@ export class ContextVerdicts {
     }
   }
 
+  /** Forgets what was known of one agent. */
+  forget(slot: number): void {
+    if (slot < this.verdicts.length) this.verdicts[slot] = 0;
+  }
+
   /** The runtime of an agent known to be eligible, or undefined (refused or not known). */
   accepted(slot: number): AgentRuntime | undefined {
-    return this.verdicts[slot] === ((this.generation << 2) | ACCEPTED) ? this.runtimes.bySlot[slot] : undefined;
+    return this.verdicts[slot] === ((this.generation << 2) | ACCEPTED) ? this.tenant.bySlot[slot] : undefined;
   }
 
   refused(slot: number): boolean {
@@ -81,7 +98,7 @@ export class ContextVerdicts {
   }
 
   accept(slot: number, runtime: AgentRuntime): void {
-    this.runtimes.set(slot, runtime);
+    this.tenant.setRuntime(slot, runtime);
     this.set(slot, ACCEPTED);
   }
 
@@ -102,22 +119,40 @@ export class ContextVerdicts {
 
 export class VerdictCache {
   private readonly contexts = new Map<string, ContextVerdicts>();
-  private readonly tenants = new Map<string, TenantRuntimes>();
+  private readonly tenants = new Map<string, TenantVerdicts>();
+  /** How far the change feed has been read. */
+  private seen: number;
+  /** Moves when the feed could not be read (more changes than it holds): everything is dropped. */
+  private overruns = 0;
 
-  constructor(private readonly stamp: () => number) {}
+  constructor(
+    private readonly stamp: () => number,
+    private readonly changes: AgentChangeFeed | undefined,
+    /** The agent's slot in the capability index, if it holds it. */
+    private readonly slotOf: (tenant: string, agent: string) => number | undefined,
+  ) {
+    this.seen = changes?.sequence ?? 0;
+  }
 
   /** The verdicts of `context` in `tenant` (emptied when the stamp moved), or undefined: keep none. */
   open(tenant: string, context: string | undefined): ContextVerdicts | undefined {
     if (context === undefined || context.length > MAX_CONTEXT_CHARS) return undefined;
-    const stamp = this.stamp();
-    let runtimes = this.tenants.get(tenant);
-    if (!runtimes) this.tenants.set(tenant, (runtimes = new TenantRuntimes()));
+    this.readChanges();
+    const stamp = this.stamp() + this.overruns;
+    let state = this.tenants.get(tenant);
+    if (!state) this.tenants.set(tenant, (state = new TenantVerdicts()));
     // Tenant names hold no newline.
     const key = `${tenant}\n${context}`;
     let verdicts = this.contexts.get(key);
     if (!verdicts) {
-      this.contexts.set(key, (verdicts = new ContextVerdicts(stamp, runtimes)));
-      if (this.contexts.size > MAX_CONTEXTS) this.contexts.delete(this.contexts.keys().next().value!);
+      verdicts = new ContextVerdicts(stamp, state);
+      this.contexts.set(key, verdicts);
+      state.contexts.add(verdicts);
+      if (this.contexts.size > MAX_CONTEXTS) {
+        const [oldestKey, oldest] = this.contexts.entries().next().value!;
+        this.contexts.delete(oldestKey);
+        oldest.tenant.contexts.delete(oldest);
+      }
     } else if (verdicts.stamp !== stamp) verdicts.reset(stamp);
     return verdicts;
   }
@@ -132,5 +167,22 @@ export class VerdictCache {
   /** How many contexts keep verdicts (for tests and diagnostics). */
   get size(): number {
     return this.contexts.size;
+  }
+
+  /** Drops the verdicts of every agent the feed lists since it was last read. */
+  private readChanges(): void {
+    const changes = this.changes;
+    if (!changes || changes.sequence === this.seen) return;
+    const complete = changes.since(this.seen, (agentKey) => {
+      const split = agentKey.indexOf('/');
+      const state = this.tenants.get(agentKey.slice(0, split));
+      if (!state) return;
+      const slot = this.slotOf(agentKey.slice(0, split), agentKey.slice(split + 1));
+      // An agent the index no longer holds has no slot: its removal moved the index's version (the stamp).
+      if (slot === undefined) return;
+      for (const verdicts of state.contexts) verdicts.forget(slot);
+    });
+    if (!complete) this.overruns++;
+    this.seen = changes.sequence;
   }
 }

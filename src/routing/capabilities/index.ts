@@ -117,6 +117,11 @@ export class CapabilityIndex {
     return this.tenants.get(tenant)?.agents.get(agent)?.digest;
   }
 
+  /** The agent's slot in its tenant's index (see RankOptions.candidates), if the index holds it. */
+  slotOf(tenant: string, agent: string): number | undefined {
+    return this.tenants.get(tenant)?.agents.get(agent)?.slot;
+  }
+
   /** The skills and agent tags the index holds for an agent. */
   agentSkills(tenant: string, agent: string): { skills: readonly Skill[]; tags: readonly string[] } | undefined {
     const entry = this.tenants.get(tenant)?.agents.get(agent);
