@@ -399,15 +399,11 @@ export class CapabilityRouter {
     const margin = textual ? config.tieMargin : 1;
     const floor = (blended ? best.confidence : best.score) * (1 - margin);
     const ties = usable.filter((entry) => (blended ? entry.confidence : entry.score) >= floor);
-    // Each tied agent's load once per decision: the power of two choices and the failover order read it.
-    const loads = new Map<Entry, number>();
-    const loadOf = (entry: Entry) => {
-      let load = loads.get(entry);
-      if (load === undefined) loads.set(entry, (load = this.loadOf(runtimes.get(entry.agentKey)!)));
-      return load;
-    };
-    const chosen = this.powerOfTwo(ties, loadOf);
-    const rest = [...ties.filter((entry) => entry !== chosen).sort((x, y) => loadOf(x) - loadOf(y)), ...usable.slice(ties.length)];
+    // The load of the two agents the power of two choices compares only (each load reads the agent's
+    // endpoints: cache misses, ~1-2 µs at 10,000 agents). Failover tries the one it passed over, then
+    // the other ties and the rest by score.
+    const [chosen, passedOver] = this.powerOfTwo(ties, (entry) => this.loadOf(runtimes.get(entry.agentKey)!));
+    const rest = [...(passedOver ? [passedOver] : []), ...usable.filter((entry) => entry !== chosen && entry !== passedOver)];
     return {
       agent: runtimes.get(chosen.agentKey)!,
       via: textual ? 'intent' : 'tags',
@@ -494,14 +490,15 @@ export class CapabilityRouter {
     return this.opts.registry.findAgentByKey(agentKey);
   }
 
-  private powerOfTwo(entries: readonly Entry[], loadOf: (entry: Entry) => number): Entry {
-    if (entries.length === 1) return entries[0]!;
+  /** The less loaded of two entries drawn at random, and the other one (none with one entry). */
+  private powerOfTwo(entries: readonly Entry[], loadOf: (entry: Entry) => number): [Entry, Entry | undefined] {
+    if (entries.length === 1) return [entries[0]!, undefined];
     const i = Math.floor(this.random() * entries.length);
     let j = Math.floor(this.random() * (entries.length - 1));
     if (j >= i) j++;
     const a = entries[i]!;
     const b = entries[j]!;
-    return loadOf(b) < loadOf(a) ? b : a;
+    return loadOf(b) < loadOf(a) ? [b, a] : [a, b];
   }
 }
 
