@@ -4,6 +4,7 @@ import { TaskState, type Message, type StreamResponse, type Task } from '@a2a-js
 import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory, type Client } from '@a2a-js/sdk/client';
 import { startTestGateway, waitForSkills, type TestGateway } from './support/gateway.js';
 import { JSONRPC_PATH, startA2aAgent, textOf, userMessage, type A2aAgent } from './support/a2a-agent.js';
+import { startUpstream, type Upstream } from './support/upstream.js';
 
 /*
  * The A2A version bridge: unmodified @a2a-js/sdk clients of one version reach, through the tenant's
@@ -148,5 +149,84 @@ describe('A2A v0.3 and v1.0 bridged between callers and agents', () => {
       assert.equal(textOf(answer as Message), `echo: ${question} (${i})`);
     }
     assert.deepEqual(methodsSeen(survivor, from), Array(6).fill('SendMessage'));
+  });
+});
+
+describe('the A2A version bridge keeps its limits', () => {
+  let gw: TestGateway;
+  let agent: Upstream;
+
+  before(async () => {
+    // A v1.0-only agent: 'big' gets an answer larger than the gateway's limit, 'hang' no answer at all.
+    let url = '';
+    agent = await startUpstream('limits', (req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+      req.on('end', () => {
+        if (req.url === '/.well-known/agent-card.json') {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(
+            JSON.stringify({
+              name: 'limits',
+              description: 'an agent at the limits',
+              version: '1.0.0',
+              supportedInterfaces: [{ url: `${url}/a2a`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
+              capabilities: { streaming: true },
+              defaultInputModes: ['text/plain'],
+              defaultOutputModes: ['text/plain'],
+              skills: [{ id: 'limits', name: 'Limits', description: 'answers big questions and hangs on others', tags: [] }],
+            }),
+          );
+          return;
+        }
+        const call = JSON.parse(body) as { id: number; params: { message: { parts: Array<{ text?: string }> } } };
+        const text = call.params.message.parts[0]?.text ?? '';
+        if (text.includes('hang')) return;
+        const answer = text.includes('big') ? 'x'.repeat(64 * 1024) : 'small';
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: { message: { messageId: 'r', role: 'ROLE_AGENT', parts: [{ text: answer }] } } }));
+      });
+    });
+    url = agent.url;
+    gw = await startTestGateway({
+      healthCheck: { enabled: false },
+      limits: { maxBodyBytes: 16 * 1024 },
+      timeouts: { firstByteMs: 300 },
+      tenants: [{ name: 'acme', agents: [{ name: 'limits', endpoints: [agent.url] }] }],
+    });
+    await waitForSkills(gw, 'acme', 1);
+  });
+  after(async () => {
+    await gw?.close();
+    await agent?.close();
+  });
+
+  const send = async (text: string) => {
+    const res = await fetch(`${gw.plainUrl}/tenants/acme/a2a`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'message/send', params: { message: { kind: 'message', messageId: 'm', role: 'user', parts: [{ kind: 'text', text }] } } }),
+    });
+    return { status: res.status, body: (await res.json()) as { id: number; result?: { parts: Array<{ text: string }> }; error?: { code: number; message: string } } };
+  };
+
+  it('answers within the limit as usual', async () => {
+    const { body } = await send('a small limits question');
+    assert.equal(body.result?.parts[0]?.text, 'small');
+  });
+
+  it('an answer larger than limits.maxBodyBytes is an error, not buffered', async () => {
+    const { body } = await send('a big limits question');
+    assert.equal(body.id, 5);
+    assert.equal(body.result, undefined);
+    assert.match(body.error?.message ?? '', /exceeds 16384 bytes/, JSON.stringify(body).slice(0, 200));
+  });
+
+  it('an agent that does not answer within timeouts.firstByteMs gets a 504 JSON-RPC error', async () => {
+    const started = performance.now();
+    const { status, body } = await send('a limits question that will hang');
+    assert.ok(performance.now() - started < 5_000);
+    assert.equal(status, 504);
+    assert.equal(body.id, 5);
+    assert.match(body.error?.message ?? '', /first byte|timed out|timeout/i);
   });
 });
