@@ -268,7 +268,7 @@ function decisionRun(label: string, tenantOf: (agent: number) => string): Decisi
       changes.record(`${changed.tenant}/${changed.name}`);
     }
     const { eligible, context } = eligibleFor(query.tenant);
-    const choice = router.route(query.tenant, { text: query.text }, eligible, context);
+    const choice = router.route(query.tenant, { text: query.text }, eligible, { key: context, callerTenant: query.tenant });
     return choice.agent ? (balancer.pick(choice.agent) ? choice : undefined) : choice;
   };
   for (let i = 0; i < 5_000; i++) {

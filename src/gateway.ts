@@ -159,8 +159,8 @@ export async function startGateway(options: StartOptions): Promise<Gateway> {
       registry,
       config: () => current.routing,
       loadOf: (agent) => balancer.loadOf(agent) ?? Number.POSITIVE_INFINITY,
-      // Everything a candidate's eligibility reads besides the request: the policies (all agents), each agent's runtime and health.
-      eligibilityEpoch: () => tenancy.policy.version(),
+      // Everything a candidate's eligibility reads besides the request: both tenants' policies, each agent's runtime and health.
+      eligibilityEpoch: (tenant, callerTenant) => tenancy.policy.versionFor(tenant, callerTenant),
       agentChanges: registry.agentChanges,
       logger: logger.child({ component: 'routing' }),
       env: options.env,

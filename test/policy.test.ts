@@ -655,6 +655,33 @@ describe('validation', () => {
 });
 
 describe('per-tenant reloads', () => {
+  test('versionFor(tenant, callerTenant) grows with either tenant\'s policy or the defaults, and never repeats', () => {
+    const set = new PolicySet();
+    const seen = new Set<number>();
+    const snapshot = () => ({ acmeFromBeta: set.versionFor('acme', 'beta'), acmeAnonymous: set.versionFor('acme', undefined), gamma: set.versionFor('gamma', 'gamma') });
+    let last = snapshot();
+    const step = (change: () => void, moved: Array<keyof typeof last>) => {
+      change();
+      const now = snapshot();
+      for (const key of Object.keys(now) as Array<keyof typeof last>) {
+        if (moved.includes(key)) assert.ok(now[key] > last[key], `${key} grows`);
+        else assert.equal(now[key], last[key], `${key} is unchanged`);
+      }
+      if (moved.includes('acmeFromBeta')) {
+        assert.ok(!seen.has(now.acmeFromBeta), 'a version of acme <- beta never comes back');
+        seen.add(now.acmeFromBeta);
+      }
+      last = now;
+    };
+    seen.add(last.acmeFromBeta);
+    step(() => set.setTenant('acme', parseTenantPolicy('acme', { rules: [{ name: 'in', from: { tenant: 'beta' } }] })), ['acmeFromBeta', 'acmeAnonymous']);
+    step(() => set.setTenant('beta', parseTenantPolicy('beta', { rules: [{ name: 'out', to: { tenant: 'acme' } }] })), ['acmeFromBeta']);
+    step(() => set.setTenant('gamma', parseTenantPolicy('gamma', { intraTenant: 'deny' })), ['gamma']);
+    step(() => set.removeTenant('beta'), ['acmeFromBeta']);
+    step(() => set.setTenant('beta', undefined), ['acmeFromBeta']);
+    step(() => set.setDefaults({ intraTenant: 'deny' }), ['acmeFromBeta', 'acmeAnonymous', 'gamma']);
+  });
+
   test('setTenant recompiles only that tenant; others keep their compiled objects and decisions', () => {
     const set = policies({
       acme: { rules: [{ name: 'out', to: { tenant: 'beta' } }] },

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { Pool } from 'undici';
+import { Agent, Pool, request as undiciRequest } from 'undici';
 import { eventually, startTestGateway, type TestGateway } from './support/gateway.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
 
@@ -180,5 +180,63 @@ describe('kept routing verdicts follow a refreshed Agent Card', () => {
     bindings.primary = 'JSONRPC';
     assert.equal((await gw.admin('POST', '/admin/v1/tenants/acme/agents/primary/refresh-card')).status, 200);
     assert.equal(await send(), 'acme/primary');
+  });
+});
+
+describe("kept routing verdicts follow the caller's own tenant policy (a cross-tenant caller)", () => {
+  let gw: TestGateway;
+  let dispatcher: Agent;
+  const upstreams: Upstream[] = [];
+  const skills = {
+    primary: [{ id: 'tax', name: 'Tax returns', description: 'Files tax returns and computes tax owed' }],
+    backup: [{ id: 'books', name: 'Bookkeeping', description: 'Keeps the books and helps with tax returns' }],
+  };
+  /** default's outbound rule: the acme agents its dev-client may call (acme lets it in). */
+  const outbound = (agents: string[]) => ({ rules: [{ name: 'to-acme', effect: 'allow', from: { agents: ['dev-client'] }, to: { tenant: 'acme', agents } }] });
+
+  before(async () => {
+    for (const name of ['primary', 'backup']) upstreams.push(await startUpstream(name));
+    gw = await startTestGateway({
+      healthCheck: { enabled: false },
+      routing: { intent: { jsonField: '/q' } },
+      tenants: [
+        {
+          name: 'acme',
+          policy: { rules: [{ name: 'from-default', from: { tenant: 'default', agents: ['dev-client'] } }] },
+          agents: (['primary', 'backup'] as const).map((name, i) => ({ name, endpoints: [upstreams[i]!.url], skills: skills[name] })),
+        },
+      ],
+    });
+    // The caller's tenant, made through the Admin API (its policy can then change alone, without a reload touching acme's).
+    assert.equal((await gw.admin('POST', '/admin/v1/tenants', { name: 'default' })).status, 201);
+    const put = await gw.admin('PUT', '/admin/v1/tenants/default/policy', outbound(['primary', 'backup']));
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    dispatcher = new Agent({ connect: { ca: gw.caCert, cert: gw.clientCert, key: gw.clientKey } });
+  });
+  after(async () => {
+    await dispatcher?.close();
+    await gw?.close();
+    await Promise.all(upstreams.map((upstream) => upstream.close()));
+  });
+
+  /** As default/dev-client, over mTLS. */
+  const ask = async () => {
+    const res = await undiciRequest(new URL('/tenants/acme/ask', gw.tlsUrl), {
+      dispatcher,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ q: 'please file my tax returns' }),
+    });
+    await res.body.text();
+    return res.headers['x-dmsc-routed-to'];
+  };
+
+  it("a change of the caller's tenant policy (not the target's) applies to the next request", async () => {
+    assert.equal(await ask(), 'acme/primary');
+    assert.equal(await ask(), 'acme/primary');
+    assert.equal((await gw.admin('PUT', '/admin/v1/tenants/default/policy', outbound(['backup']))).status, 200);
+    assert.equal(await ask(), 'acme/backup');
+    assert.equal((await gw.admin('PUT', '/admin/v1/tenants/default/policy', outbound(['primary', 'backup']))).status, 200);
+    assert.equal(await ask(), 'acme/primary');
   });
 });

@@ -4,6 +4,7 @@ import { A2aCallError, inspectA2aCall, ResultIdWatcher, type LearnedIds } from '
 import { routingSchema } from '../src/routing/config.js';
 import { CapabilityRouter, type Eligibility } from '../src/routing/router.js';
 import { AgentChanges } from '../src/registry/changes.js';
+import { parseTenantPolicy, PolicySet } from '../src/tenancy/policy/index.js';
 import { Endpoint } from '../src/registry/endpoint.js';
 import type { AgentRuntime } from '../src/registry/types.js';
 import { endpoint, MemoryRegistry, skill } from './support/memory-registry.js';
@@ -191,19 +192,19 @@ describe('eligibility verdicts kept across decisions', () => {
   it('asks once per agent and context until the epoch moves, then asks again and follows the new answer', () => {
     const { router, epoch, asked, check, tax } = setup();
     const denied = new Set<string>();
-    assert.equal(router.route('t', tax, check(denied), 'alice').agent?.name, 'primary');
+    assert.equal(router.route('t', tax, check(denied), { key: 'alice' }).agent?.name, 'primary');
     assert.deepEqual(asked.sort(), ['backup', 'primary']);
     asked.length = 0;
-    for (let i = 0; i < 5; i++) assert.equal(router.route('t', tax, check(denied), 'alice').agent?.name, 'primary');
+    for (let i = 0; i < 5; i++) assert.equal(router.route('t', tax, check(denied), { key: 'alice' }).agent?.name, 'primary');
     assert.deepEqual(asked, [], 'kept verdicts are not asked again');
 
     // The policy changes: until the epoch moves, the kept verdict stands (the caller wires every change to it).
     denied.add('primary');
     epoch.value++;
-    const after = router.route('t', tax, check(denied), 'alice');
+    const after = router.route('t', tax, check(denied), { key: 'alice' });
     assert.equal(after.agent?.name, 'backup');
     assert.deepEqual(asked.sort(), ['backup', 'primary']);
-    const refused = router.route('t', tax, check(denied), 'alice');
+    const refused = router.route('t', tax, check(denied), { key: 'alice' });
     assert.equal(refused.agent?.name, 'backup', 'a kept refusal still refuses');
     assert.deepEqual(
       router.explain('t', tax, check(denied)).considered.map((candidate) => [candidate.agent, candidate.excluded]),
@@ -216,10 +217,10 @@ describe('eligibility verdicts kept across decisions', () => {
 
   it('keeps contexts apart, and keeps nothing without a context', () => {
     const { router, asked, check, tax } = setup();
-    assert.equal(router.route('t', tax, check(new Set()), 'alice').agent?.name, 'primary');
-    assert.equal(router.route('t', tax, check(new Set(['primary'])), 'mallory').agent?.name, 'backup', "alice's verdicts are not mallory's");
-    assert.equal(router.route('t', tax, check(new Set()), 'alice').agent?.name, 'primary');
-    const refusal = router.route('t', tax, check(new Set(['primary', 'backup'])), 'eve');
+    assert.equal(router.route('t', tax, check(new Set()), { key: 'alice' }).agent?.name, 'primary');
+    assert.equal(router.route('t', tax, check(new Set(['primary'])), { key: 'mallory' }).agent?.name, 'backup', "alice's verdicts are not mallory's");
+    assert.equal(router.route('t', tax, check(new Set()), { key: 'alice' }).agent?.name, 'primary');
+    const refusal = router.route('t', tax, check(new Set(['primary', 'backup'])), { key: 'eve' });
     assert.equal(refusal.agent === undefined && refusal.reason, 'not_eligible');
     asked.length = 0;
     for (let i = 0; i < 3; i++) router.route('t', tax, check(new Set()));
@@ -228,13 +229,13 @@ describe('eligibility verdicts kept across decisions', () => {
 
   it('a changed index is never read with slots of before (an agent replaced by another in its slot)', () => {
     const { registry, router, check, tax } = setup();
-    assert.equal(router.route('t', tax, check(new Set(['intruder'])), 'alice').agent?.name, 'primary');
+    assert.equal(router.route('t', tax, check(new Set(['intruder'])), { key: 'alice' }).agent?.name, 'primary');
     // primary leaves and intruder takes its place in the index; the registry's epoch does not move here.
     registry.agents.delete('t/primary');
     router.syncAgent('t', 'primary');
     registry.add('t', 'intruder', [skill('tax', 'files tax returns and computes tax owed')]);
     router.syncAgent('t', 'intruder');
-    const choice = router.route('t', tax, check(new Set(['intruder'])), 'alice');
+    const choice = router.route('t', tax, check(new Set(['intruder'])), { key: 'alice' });
     assert.equal(choice.agent?.name, 'backup', 'the refused newcomer was asked about, not taken for primary');
   });
 
@@ -252,22 +253,59 @@ describe('eligibility verdicts kept across decisions', () => {
       asked.push(agent.name);
       return undefined;
     };
-    for (const context of ['alice', 'bob']) assert.equal(router.route('t', tax, check, context).agent?.name, 'primary');
+    for (const context of ['alice', 'bob']) assert.equal(router.route('t', tax, check, { key: context }).agent?.name, 'primary');
     asked.length = 0;
     assert.equal(flaky.recordFailure('connect ECONNREFUSED'), true);
-    assert.equal(router.route('t', tax, check, 'alice').agent?.name, 'backup');
+    assert.equal(router.route('t', tax, check, { key: 'alice' }).agent?.name, 'backup');
     assert.deepEqual(asked, [], 'an unhealthy agent is refused before the policy is asked; backup was kept');
-    assert.equal(router.route('t', tax, check, 'bob').agent?.name, 'backup', "bob's verdict of primary was dropped too");
+    assert.equal(router.route('t', tax, check, { key: 'bob' }).agent?.name, 'backup', "bob's verdict of primary was dropped too");
     flaky.healthy = true;
-    assert.equal(router.route('t', tax, check, 'alice').agent?.name, 'primary');
+    assert.equal(router.route('t', tax, check, { key: 'alice' }).agent?.name, 'primary');
     assert.deepEqual(asked, ['primary'], 'only the changed agent is asked again');
 
     // A new runtime (a replaced record or card) with the same skills: the index keeps its slot.
     const replaced = { ...registry.agents.get('t/primary')!.runtime, clearances: ['pii'] };
     registry.agents.get('t/primary')!.runtime = replaced;
     changes.record('t/primary');
-    const choice = router.route('t', tax, check, 'alice');
+    const choice = router.route('t', tax, check, { key: 'alice' });
     assert.equal(choice.agent, replaced, 'the decision carries the new runtime, not the kept one');
+  });
+
+  it("a policy change drops the verdicts of the contexts it concerns only: the target's tenant and the caller's", () => {
+    const registry = new MemoryRegistry();
+    for (const tenant of ['t', 'u']) {
+      registry.add(tenant, 'primary', [skill('tax', 'files tax returns and computes tax owed')]);
+      registry.add(tenant, 'backup', [skill('books', 'keeps the books, helps with tax returns now and then')]);
+    }
+    const policy = new PolicySet();
+    const router = new CapabilityRouter({ registry, config: () => config, eligibilityEpoch: (tenant, caller) => policy.versionFor(tenant, caller) });
+    router.syncAll();
+    const asked: string[] = [];
+    const check: Eligibility = (agent) => {
+      asked.push(agent.key);
+      return undefined;
+    };
+    const tax = { text: 'tax returns' };
+    // alice (of t) calls into t; carol (of s) calls into u.
+    const decide = () => {
+      router.route('t', tax, check, { key: 'alice', callerTenant: 't' });
+      router.route('u', tax, check, { key: 'carol', callerTenant: 's' });
+    };
+    decide();
+    asked.length = 0;
+    decide();
+    assert.deepEqual(asked, []);
+    policy.setTenant('t', parseTenantPolicy('t', { rules: [] }));
+    decide();
+    assert.deepEqual(asked.sort(), ['t/backup', 't/primary'], "t's policy: alice's verdicts only");
+    asked.length = 0;
+    policy.setTenant('s', parseTenantPolicy('s', { rules: [] }));
+    decide();
+    assert.deepEqual(asked.sort(), ['u/backup', 'u/primary'], "the caller's tenant s: carol's verdicts in u only");
+    asked.length = 0;
+    policy.setDefaults({ intraTenant: 'allow' });
+    decide();
+    assert.equal(asked.length, 4, 'the defaults: every context');
   });
 
   it('a feed that overran (more changes than it holds) drops every verdict', () => {
@@ -282,10 +320,10 @@ describe('eligibility verdicts kept across decisions', () => {
       asked.push(agent.name);
       return undefined;
     };
-    router.route('t', { text: 'tax returns' }, check, 'alice');
+    router.route('t', { text: 'tax returns' }, check, { key: 'alice' });
     asked.length = 0;
     for (let i = 0; i < 5; i++) changes.record('t/elsewhere');
-    router.route('t', { text: 'tax returns' }, check, 'alice');
+    router.route('t', { text: 'tax returns' }, check, { key: 'alice' });
     assert.deepEqual(asked.sort(), ['backup', 'primary']);
   });
 });

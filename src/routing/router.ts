@@ -3,7 +3,9 @@ import type { TenantRecord } from '../store/types.js';
 import { CapabilityIndex, type CapabilityQuery, type MatchExplanation, type ScoringCandidate } from './capabilities/index.js';
 import type { RoutingConfig, ScorerConfig, TenantRouting } from './config.js';
 import { buildScorers, countLexicalFallback, runScorer, ScorerFailureLog, type ConfiguredScorer, type ScorerOutcome, type WarnLogger } from './semantic/index.js';
-import { VerdictCache, type AgentChangeFeed, type ContextVerdicts } from './verdicts.js';
+import { VerdictCache, type AgentChangeFeed, type ContextVerdicts, type VerdictContext } from './verdicts.js';
+
+export type { VerdictContext } from './verdicts.js';
 
 export { scorerCounters } from './semantic/index.js';
 
@@ -83,11 +85,12 @@ export interface RouterOptions {
   /** Where a scorer's `apiKeyEnv` is looked up (default process.env). */
   env?: Readonly<Record<string, string | undefined>>;
   /**
-   * A number that changes whenever any eligibility verdict may change (policies; see
+   * A number that grows whenever the eligibility of a call into `tenant` by a caller of
+   * `callerTenant` may change but for one agent's own change (the policies of both tenants; see
    * src/routing/verdicts.ts). With it, decisions given a `context` keep their verdicts until it
    * moves, or until `agentChanges` lists the agent; without it, every decision asks again.
    */
-  eligibilityEpoch?: () => number;
+  eligibilityEpoch?: (tenant: string, callerTenant: string | undefined) => number;
   /**
    * The agents whose runtime or endpoint health changed (the registry's feed). Required with
    * eligibilityEpoch unless the epoch also moves on every such change.
@@ -230,7 +233,13 @@ export class CapabilityRouter {
     this.failureLog = new ScorerFailureLog(opts.logger);
     const epoch = opts.eligibilityEpoch;
     // The index's slots name the agents whose verdicts are kept: its changes move the stamp too.
-    this.verdicts = epoch && new VerdictCache(() => epoch() + this.index.version(), opts.agentChanges, (tenant, agent) => this.index.slotOf(tenant, agent));
+    this.verdicts =
+      epoch &&
+      new VerdictCache(
+        (tenant, callerTenant) => epoch(tenant, callerTenant) + this.index.versionOf(tenant),
+        opts.agentChanges,
+        (tenant, agent) => this.index.slotOf(tenant, agent),
+      );
   }
 
   /** Indexes every agent the registry holds (start, and after a synonym change). */
@@ -270,11 +279,12 @@ export class CapabilityRouter {
 
   /**
    * Picks the agent for a query by the lexical ranking alone, or says why none (with the closest
-   * skills). `context` names everything `eligible` depends on besides the agent (caller, labels,
-   * method, path or protocol, data tags): its verdicts are then kept across decisions (see
-   * eligibilityEpoch). Two calls with one context must be given equivalent `eligible` functions.
+   * skills). `context.key` names everything `eligible` depends on besides the agent (caller, labels,
+   * method, path or protocol, data tags), and `context.callerTenant` the caller's tenant: its
+   * verdicts are then kept across decisions (see eligibilityEpoch). Two calls with one context key
+   * must be given equivalent `eligible` functions.
    */
-  route(tenant: string, query: CapabilityQuery, eligible: Eligibility, context?: string): RouteChoice | NoRoute {
+  route(tenant: string, query: CapabilityQuery, eligible: Eligibility, context?: VerdictContext): RouteChoice | NoRoute {
     const gate = this.gate(eligible, this.verdicts?.open(tenant, context));
     const ranked = this.index.rank(tenant, query, { limit: this.opts.config().intent.maxCandidates, candidates: gate.accept });
     return this.decide(tenant, query, eligible, ranked, gate, false);
@@ -286,7 +296,7 @@ export class CapabilityRouter {
    * never rejects because of a scorer: a scorer that fails or misses its deadline makes this
    * decision lexical only (counted, see scorerCounters(), and logged at warn).
    */
-  routeScored(tenant: string, query: CapabilityQuery, eligible: Eligibility, context?: string): RouteChoice | NoRoute | Promise<RouteChoice | NoRoute> {
+  routeScored(tenant: string, query: CapabilityQuery, eligible: Eligibility, context?: VerdictContext): RouteChoice | NoRoute | Promise<RouteChoice | NoRoute> {
     const scorers = this.scorers();
     if (scorers.length === 0 || !query.text?.trim()) return this.route(tenant, query, eligible, context);
     return this.routeBlended(tenant, query, eligible, scorers, context).then(({ decision }) => decision);
@@ -323,7 +333,7 @@ export class CapabilityRouter {
     query: CapabilityQuery,
     eligible: Eligibility,
     scorers: readonly ConfiguredScorer[],
-    context?: string,
+    context?: VerdictContext,
   ): Promise<{ decision: RouteChoice | NoRoute; pool: Entry[] }> {
     const { maxCandidates } = this.opts.config().intent;
     const gate = this.gate(eligible, this.verdicts?.open(tenant, context));

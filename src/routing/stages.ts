@@ -48,6 +48,8 @@ export interface CandidatePolicy {
    * tags): requests of equal contexts get equal answers, so the router keeps them across decisions.
    */
   readonly context: string;
+  /** The caller's tenant (undefined: anonymous): the policies of both tenants decide. */
+  readonly callerTenant: string | undefined;
 }
 
 interface Address {
@@ -195,7 +197,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
     const path = pathOf(rest);
     const policy = deps.policyFor(ctx);
     const eligible: Eligibility = (agent) => policy.check(agent, path);
-    const result = router.route(address.tenant, { tags }, eligible, `${policy.context}\npath ${path}`);
+    const result = router.route(address.tenant, { tags }, eligible, { key: `${policy.context}\npath ${path}`, callerTenant: policy.callerTenant });
     if (!result.agent) throw noRoute(address.tenant, result, `the capability ${tags.join(',')}`);
     routeTo(ctx, address, 'tags', result.agent, rest, result.alternatives, () => rest);
     ctx.routeReason = { to: result.agent.key, via: 'tags', tags, ...(result.skill ? { skill: result.skill } : {}) };
@@ -232,7 +234,8 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
           candidates: result.candidates.slice(0, 3).map((candidate) => `${candidate.agent}:${candidate.score}/${candidate.load}`),
         };
       };
-      const decision = router.routeScored(address.tenant, { text: text.slice(0, config().intent.maxTextChars) }, eligible, `${policy.context}\npath ${path}`);
+      const context = { key: `${policy.context}\npath ${path}`, callerTenant: policy.callerTenant };
+      const decision = router.routeScored(address.tenant, { text: text.slice(0, config().intent.maxTextChars) }, eligible, context);
       if (decision instanceof Promise) return decision.then(delegate);
       delegate(decision);
       return undefined;
@@ -284,7 +287,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
         watchIds(ctx, tenant, call.stream);
       };
       // Synchronous unless semantic scorers are configured.
-      const decision = router.routeScored(tenant, { text: call.text }, eligible, `${policy.context}\na2a ${version}`);
+      const decision = router.routeScored(tenant, { text: call.text }, eligible, { key: `${policy.context}\na2a ${version}`, callerTenant: policy.callerTenant });
       if (decision instanceof Promise) return decision.then(delegate);
       delegate(decision);
       return;

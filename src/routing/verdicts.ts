@@ -10,11 +10,18 @@ import type { AgentRuntime } from '../registry/types.js';
  * context is a key naming everything a verdict depends on besides the agent: the caller's identity
  * and labels, the method, the path or protocol version, the data tags. The rest a verdict depends
  * on must reach this cache, one of two ways:
- * - the `stamp` moves (policies, the index's slots): every verdict is dropped;
+ * - the `stamp` of the tenant and caller's tenant moves (their policies, the policy defaults, the
+ *   tenant index's slots): every verdict of the contexts concerned is dropped;
  * - the agent is listed in the `changes` feed (its runtime installed, replaced or removed, or an
  *   endpoint's health changed): its verdicts, in every context, are dropped before the next decision.
  * Without a context, nothing is kept.
  */
+
+/** The caller facts a decision's verdicts depend on: all of them in `key`, and the caller's tenant (policies are per tenant). */
+export interface VerdictContext {
+  readonly key: string;
+  readonly callerTenant?: string | undefined;
+}
 
 /** What the router reads of the registry's change feed (src/registry/changes.ts). */
 export interface AgentChangeFeed {
@@ -126,7 +133,8 @@ export class VerdictCache {
   private overruns = 0;
 
   constructor(
-    private readonly stamp: () => number,
+    /** Grows whenever the verdicts of calls into `tenant` by callers of `callerTenant` may all change. */
+    private readonly stamp: (tenant: string, callerTenant: string | undefined) => number,
     private readonly changes: AgentChangeFeed | undefined,
     /** The agent's slot in the capability index, if it holds it. */
     private readonly slotOf: (tenant: string, agent: string) => number | undefined,
@@ -135,14 +143,14 @@ export class VerdictCache {
   }
 
   /** The verdicts of `context` in `tenant` (emptied when the stamp moved), or undefined: keep none. */
-  open(tenant: string, context: string | undefined): ContextVerdicts | undefined {
-    if (context === undefined || context.length > MAX_CONTEXT_CHARS) return undefined;
+  open(tenant: string, context: VerdictContext | undefined): ContextVerdicts | undefined {
+    if (context === undefined || context.key.length > MAX_CONTEXT_CHARS) return undefined;
     this.readChanges();
-    const stamp = this.stamp() + this.overruns;
+    const stamp = this.stamp(tenant, context.callerTenant) + this.overruns;
     let state = this.tenants.get(tenant);
     if (!state) this.tenants.set(tenant, (state = new TenantVerdicts()));
     // Tenant names hold no newline.
-    const key = `${tenant}\n${context}`;
+    const key = `${tenant}\n${context.key}`;
     let verdicts = this.contexts.get(key);
     if (!verdicts) {
       verdicts = new ContextVerdicts(stamp, state);

@@ -164,11 +164,13 @@ function decide(tenancy: Tenancy, ctx: RequestContext, callerAgent: AgentRuntime
  * would refuse it to `agent` at `path` (its decision's message), or undefined when it would allow
  * it. The caller and its data tags are resolved once per request, not once per candidate.
  * `context` holds every fact of the request the decision reads (the caller's identity and labels,
- * the method, the data tags), so requests of one context get one answer per agent and path.
+ * the method, the data tags), so requests of one context get one answer per agent and path, as
+ * long as the policies of the target's tenant and of `callerTenant` (PolicySet.versionFor) hold.
  */
 export function candidatePolicyCheck(options: Pick<TenancyStageOptions, 'tenancy' | 'registry'>): (ctx: RequestContext) => {
   check: (agent: AgentRuntime, path: string) => string | undefined;
   context: string;
+  callerTenant: string | undefined;
 } {
   const { tenancy, registry } = options;
   return (ctx) => {
@@ -182,6 +184,7 @@ export function candidatePolicyCheck(options: Pick<TenancyStageOptions, 'tenancy
         return decision.allow ? undefined : `policy: ${reasonOf(decision)}`;
       },
       context: JSON.stringify([caller.tenant ?? null, caller.agent ?? null, caller.spiffeId ?? null, caller.labels, method, dataTags]),
+      callerTenant: caller.tenant,
     };
   };
 }

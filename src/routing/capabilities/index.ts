@@ -45,8 +45,10 @@ export class CapabilityIndex {
   private readonly settings: Settings;
   private synonyms: SynonymTable;
   private readonly synonymWeight: number;
-  /** Agents added, replaced or removed so far (see version). */
+  /** Agents added, replaced or removed so far: each change's stamp is the count. */
   private changes = 0;
+  /** The stamp of each tenant's last change (kept after the tenant is gone, so a stamp never repeats). */
+  private readonly stamps = new Map<string, number>();
 
   constructor(options: CapabilityIndexOptions = {}) {
     const b = typeof options.b === 'number' ? fill(options.b) : { ...DEFAULT_B, ...options.b };
@@ -70,9 +72,9 @@ export class CapabilityIndex {
     this.synonyms = synonymTable(options);
   }
 
-  /** A number that changes whenever an agent is added, replaced or removed (agents' slots may then change). */
-  version(): number {
-    return this.changes;
+  /** A number that grows whenever one of the tenant's agents is added, replaced or removed (its agents' slots may then change). */
+  versionOf(tenant: string): number {
+    return this.stamps.get(tenant) ?? 0;
   }
 
   /** Replaces the operator synonyms (a configuration reload); they apply to the next query. */
@@ -92,7 +94,7 @@ export class CapabilityIndex {
     let index = this.tenants.get(tenant);
     if (index?.agents.get(agent)?.digest === digest) return false;
     if (!index) this.tenants.set(tenant, (index = new TenantIndex(this.settings)));
-    this.changes++;
+    this.stamps.set(tenant, ++this.changes);
     index.removeAgent(agent);
     index.addAgent(agent, `${tenant}/${agent}`, copies, [...agentTags], digest);
     return true;
@@ -101,14 +103,14 @@ export class CapabilityIndex {
   removeAgent(tenant: string, agent: string): boolean {
     const index = this.tenants.get(tenant);
     if (!index?.removeAgent(agent)) return false;
-    this.changes++;
+    this.stamps.set(tenant, ++this.changes);
     if (index.agents.size === 0) this.tenants.delete(tenant);
     return true;
   }
 
   removeTenant(tenant: string): boolean {
     if (!this.tenants.delete(tenant)) return false;
-    this.changes++;
+    this.stamps.set(tenant, ++this.changes);
     return true;
   }
 

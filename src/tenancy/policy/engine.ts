@@ -759,7 +759,11 @@ export class PolicySet {
   /** Rule-less policies for tenants that never had setTenant called (gateway defaults). */
   private readonly implicit = new Map<string, CompiledTenantPolicy>();
   private rules = 0;
+  /** Changes so far: each change's stamp is the count, so stamps only grow. */
   private changes = 0;
+  private defaultsStamp = 0;
+  /** The stamp of each tenant's last policy change (kept after a removal, so a stamp never repeats). */
+  private readonly tenantStamps = new Map<string, number>();
 
   constructor(defaults?: Partial<PolicyDefaults>) {
     this.defaults = policyDefaultsSchema.parse(defaults ?? {});
@@ -768,12 +772,18 @@ export class PolicySet {
   /** Gateway-wide defaults; compiled tenant policies are untouched (they resolve defaults per decision). */
   setDefaults(defaults: Partial<PolicyDefaults>): void {
     this.defaults = policyDefaultsSchema.parse(defaults);
-    this.changes++;
+    this.defaultsStamp = ++this.changes;
   }
 
-  /** A number that changes whenever a decision may change: defaults or a tenant's policy set or removed. */
-  version(): number {
-    return this.changes;
+  /**
+   * A number that changes whenever a decision about a call into `tenant` by a caller of
+   * `callerTenant` (undefined: anonymous) may change: the defaults, or either tenant's policy set or
+   * removed. It only grows (a sum of stamps that only grow).
+   */
+  versionFor(tenant: string, callerTenant: string | undefined): number {
+    const target = this.tenantStamps.get(tenant) ?? 0;
+    const caller = callerTenant === undefined || callerTenant === tenant ? 0 : (this.tenantStamps.get(callerTenant) ?? 0);
+    return this.defaultsStamp + target + caller;
   }
 
   getDefaults(): PolicyDefaults {
@@ -798,7 +808,7 @@ export class PolicySet {
     this.rules += compiled.rules.length - (this.tenants.get(name)?.rules.length ?? 0);
     this.tenants.set(name, compiled);
     this.implicit.delete(name);
-    this.changes++;
+    this.tenantStamps.set(name, ++this.changes);
     return compiled;
   }
 
@@ -806,7 +816,7 @@ export class PolicySet {
     this.rules -= this.tenants.get(name)?.rules.length ?? 0;
     this.tenants.delete(name);
     this.implicit.delete(name);
-    this.changes++;
+    this.tenantStamps.set(name, ++this.changes);
   }
 
   /** The compiled policy of a tenant set with setTenant (for diagnostics and tests). */
