@@ -18,14 +18,20 @@ import type { A2aVersion } from '../routing/a2a.js';
 /** What the bridge answers: one JSON-RPC response, or a stream of them (SSE events). */
 export type BridgedAnswer = { readonly stream: false; readonly body: unknown } | { readonly stream: true; readonly events: AsyncGenerator<unknown, void, undefined> };
 
+/** The least of a card the SDK's pieces read: the interfaces (its client factory) and streaming (its handlers). */
+function minimalCard(supportedInterfaces: readonly object[], streaming: boolean): AgentCard {
+  const card = { name: 'agent', description: '', version: '1.0.0', supportedInterfaces, capabilities: { streaming }, defaultInputModes: [], defaultOutputModes: [], skills: [] };
+  return card as unknown as AgentCard;
+}
+
 /**
  * Hands every call of the caller's side to the agent's side, unchanged (the SDK's types are
  * version-neutral). The card it shows the caller's side carries what that side checks: streaming.
  */
 function relay(transport: Transport, options: RequestOptions, streaming: boolean): A2ARequestHandler {
-  const card = { name: 'agent', description: '', version: '1.0.0', supportedInterfaces: [], capabilities: { streaming }, defaultInputModes: [], defaultOutputModes: [], skills: [] };
+  const card = minimalCard([], streaming);
   return {
-    getAgentCard: () => Promise.resolve(card as unknown as AgentCard),
+    getAgentCard: () => Promise.resolve(card),
     getAuthenticatedExtendedAgentCard: (params) => transport.getExtendedAgentCard(params, options),
     sendMessage: (params) => transport.sendMessage(params, options),
     sendMessageStream: (params) => transport.sendMessageStream(params, options),
@@ -42,17 +48,7 @@ function relay(transport: Transport, options: RequestOptions, streaming: boolean
 
 /** A v1.0 client transport for the agent's JSON-RPC URL. */
 function v1Transport(url: string, fetchImpl: typeof fetch): Promise<Transport> {
-  const card = {
-    name: 'agent',
-    description: '',
-    version: '1.0.0',
-    supportedInterfaces: [{ url, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
-    capabilities: { streaming: true },
-    defaultInputModes: [],
-    defaultOutputModes: [],
-    skills: [],
-  } as unknown as AgentCard;
-  return new JsonRpcTransportFactory({ fetchImpl }).create(url, card);
+  return new JsonRpcTransportFactory({ fetchImpl }).create(url, minimalCard([{ url, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }], true));
 }
 
 export interface BridgedCall {
@@ -80,7 +76,7 @@ export async function bridgeA2aCall(call: BridgedCall): Promise<BridgedAnswer> {
   const transport = toV1 ? await v1Transport(agentUrl, fetchImpl) : new LegacyJsonRpcTransport({ endpoint: agentUrl, fetchImpl });
   const forward = relay(transport, toV1 ? { signal, serviceParameters: { 'A2A-Version': '1.0' } } : { signal }, streaming);
   const handler = toV1 ? new LegacyJsonRpcTransportHandler(forward) : new JsonRpcTransportHandler(forward);
-  const context = new ServerCallContext({ requestedVersion: callerVersion === '0.3' ? '0.3' : '1.0' });
+  const context = new ServerCallContext({ requestedVersion: callerVersion });
   const answer = await handler.handle(body as Record<string, unknown>, context);
   if (Symbol.asyncIterator in answer) return { stream: true, events: answer as AsyncGenerator<unknown, void, undefined> };
   return { stream: false, body: answer };
