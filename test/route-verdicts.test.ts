@@ -17,7 +17,8 @@ describe('kept routing verdicts follow every change they depend on', () => {
   /** The status primary's health path answers. */
   let primaryHealth = 200;
 
-  const agent = (name: string, health: () => number) => async () => {
+  /** An upstream answering `{ name }`, and its /health path with the status `health()` gives. */
+  const agent = async (name: string, health: () => number) => {
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       const status = req.url === '/health' ? health() : 200;
       req.resume();
@@ -46,8 +47,8 @@ describe('kept routing verdicts follow every change they depend on', () => {
   });
 
   before(async () => {
-    await agent('primary', () => primaryHealth)();
-    await agent('backup', () => 200)();
+    await agent('primary', () => primaryHealth);
+    await agent('backup', () => 200);
     gw = await startTestGateway({ routing: { intent: { jsonField: '/q' } } });
     pool = new Pool(gw.plainUrl, { connections: 4 });
     assert.equal((await gw.admin('POST', '/admin/v1/tenants', { name: 'acme' })).status, 201);
