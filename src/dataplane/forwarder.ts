@@ -136,96 +136,8 @@ export class Forwarder {
    * a failed attempt like any other (retried, failed over); the agent's own errors are answers.
    */
   private forwardBridged(ctx: RequestContext, agent: AgentRuntime, endpoint: EndpointState, timeouts: TimeoutsConfig, tls: UpstreamTls | undefined): void {
-    const startedAt = performance.now();
-    const pool = this.poolFor(agent, endpoint, timeouts, tls);
-    const abort = new AbortController();
-    ctx.abortUpstream = (reason) => abort.abort(reason);
-    // The SDK's client sets the body, its type and length, Accept and A2A-Version; the rest is the gateway's.
-    const passed = upstreamRequestHeaders(ctx, false);
-    let reached = false;
-    let unreachable: unknown;
-    // undici's fetch has no per-request header or idle timeouts: these timers abort it (the overall deadline too, through abortUpstream).
-    const firstByte = setTimeout(() => abort.abort(new UpstreamTimeout(perTryMs(timeouts) ? 'per try' : 'first byte')), perTryMs(timeouts) || timeouts.firstByteMs).unref();
-    let idle: NodeJS.Timeout | undefined;
-    const touch = () => {
-      if (idle) idle.refresh();
-      else idle = setTimeout(() => abort.abort(new UpstreamTimeout('idle')), timeouts.idleMs).unref();
-    };
-    const maxBytes = this.opts.limits().maxBodyBytes;
-    const fetchImpl = (async (url: string, init: RequestInit) => {
-      const headers: [string, string][] = [];
-      for (let i = 0; i < passed.length; i += 2) if (!BRIDGE_SETS.has(passed[i]!)) headers.push([passed[i]!, passed[i + 1]!]);
-      for (const [name, value] of new Headers(init.headers)) headers.push([name, value]);
-      try {
-        const res = await undiciFetch(url, { method: init.method ?? 'POST', headers, body: init.body as string, dispatcher: pool, signal: abort.signal });
-        reached = true;
-        clearTimeout(firstByte);
-        touch();
-        this.answered(agent, endpoint, res.status, performance.now() - startedAt, res.headers.get(LOAD_HEADER) ?? res.headers.get(ORCA_HEADER) ?? undefined);
-        // What the SDK buffers is bounded: a whole JSON answer, or each line of an event stream.
-        const stream = (res.headers.get('content-type') ?? '').startsWith('text/event-stream');
-        return res.body ? new Response(res.body.pipeThrough(byteCap(maxBytes, stream, touch)) as ReadableStream, { status: res.status, headers: res.headers as unknown as Headers }) : res;
-      } catch (err) {
-        // undici's fetch wraps the socket's error (ECONNREFUSED, ...) as the cause of a TypeError.
-        clearTimeout(firstByte);
-        unreachable = abort.signal.aborted ? abort.signal.reason : ((err as { cause?: unknown }).cause ?? err);
-        throw err;
-      }
-    }) as unknown as typeof fetch;
-    const respond = async () => {
-      const body = ctx.body!;
-      const bridged = await bridgeA2aCall({
-        // Capability routing read and parsed it whole before choosing the agent.
-        body: JSON.parse(Buffer.concat(body.chunks, body.length).toString('utf8')),
-        callerVersion: ctx.a2aVersion!,
-        agentUrl: endpoint.origin + endpoint.basePath + ctx.target!.rest,
-        fetchImpl,
-        signal: abort.signal,
-        streaming: (agent.card?.card as { capabilities?: { streaming?: unknown } } | undefined)?.capabilities?.streaming === true,
-      });
-      const first = bridged.stream ? await bridged.events.next() : undefined;
-      if (!reached && unreachable !== undefined) {
-        this.failed(ctx, agent, endpoint, startedAt, unreachable);
-        return;
-      }
-      ctx.status = 200;
-      const res = ctx.res as ServerResponse;
-      if (!bridged.stream) {
-        const json = JSON.stringify(bridged.body);
-        res.writeHead(200, downstreamResponseHeaders(ctx, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(json))]) as unknown as Record<string, string>);
-        res.end(json);
-      } else {
-        res.writeHead(200, downstreamResponseHeaders(ctx, ['content-type', 'text/event-stream', 'cache-control', 'no-cache']) as unknown as Record<string, string>);
-        for (let event = first!; !event.done; event = await bridged.events.next()) {
-          if (!res.write(`data: ${JSON.stringify(event.value)}\n\n`)) {
-            await new Promise((resolve) => {
-              res.once('drain', resolve);
-              res.once('close', resolve);
-            });
-          }
-          if (ctx.finished || res.destroyed) {
-            // The caller went away: so does the agent's stream.
-            abort.abort(new Error('the caller went away'));
-            await bridged.events.return(undefined);
-            break;
-          }
-        }
-        res.end();
-      }
-      endpoint.inflight--;
-      this.succeeded(endpoint);
-    };
-    respond()
-      .finally(() => {
-        clearTimeout(firstByte);
-        clearTimeout(idle);
-      })
-      .catch((err: unknown) => {
-        if (ctx.res.headersSent) {
-          endpoint.inflight--;
-          ctx.res.destroy(err as Error);
-        } else this.failed(ctx, agent, endpoint, startedAt, err);
-      });
+    const attempt = new BridgedAttempt(ctx, agent, endpoint, this, this.poolFor(agent, endpoint, timeouts, tls), timeouts, this.opts.limits().maxBodyBytes);
+    void attempt.run();
   }
 
   /** The request has finished (the pipeline's finish hook): forget its deadline. */
@@ -707,6 +619,123 @@ class Http1Relay implements Dispatcher.DispatchHandler {
     }
     this.forwarder.failed(this.ctx, this.agent, this.endpoint, this.startedAt, err);
   }
+}
+
+/**
+ * One attempt of a bridged A2A call (Forwarder.forwardBridged). The SDK's client reaches the agent
+ * through `fetch`, which notes whether the agent answered (a failure before that is a failed
+ * attempt: retried or failed over), feeds the balancer, and bounds what the SDK buffers; `run`
+ * writes the caller's answer.
+ */
+class BridgedAttempt {
+  private readonly abort = new AbortController();
+  private readonly startedAt = performance.now();
+  /** The SDK's client sets the body, its type and length, Accept and A2A-Version; the rest is the gateway's. */
+  private readonly passed: string[];
+  private reached = false;
+  private unreachable: unknown;
+  // undici's fetch has no per-request header or idle timeouts: these timers abort it (the overall deadline too, through abortUpstream).
+  private readonly firstByte: NodeJS.Timeout;
+  private idle: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly ctx: RequestContext,
+    private readonly agent: AgentRuntime,
+    private readonly endpoint: EndpointState,
+    private readonly forwarder: Forwarder,
+    private readonly pool: Pool,
+    private readonly timeouts: TimeoutsConfig,
+    private readonly maxBytes: number,
+  ) {
+    ctx.abortUpstream = (reason) => this.abort.abort(reason);
+    this.passed = upstreamRequestHeaders(ctx, false);
+    const perTry = perTryMs(timeouts);
+    this.firstByte = setTimeout(() => this.abort.abort(new UpstreamTimeout(perTry ? 'per try' : 'first byte')), perTry || timeouts.firstByteMs).unref();
+  }
+
+  async run(): Promise<void> {
+    const { ctx, endpoint } = this;
+    try {
+      const body = ctx.body!;
+      const bridged = await bridgeA2aCall({
+        // Capability routing read and parsed it whole before choosing the agent.
+        body: JSON.parse(Buffer.concat(body.chunks, body.length).toString('utf8')),
+        callerVersion: ctx.a2aVersion!,
+        agentUrl: endpoint.origin + endpoint.basePath + ctx.target!.rest,
+        fetchImpl: this.fetch,
+        signal: this.abort.signal,
+        streaming: (this.agent.card?.card as { capabilities?: { streaming?: unknown } } | undefined)?.capabilities?.streaming === true,
+      });
+      const first = bridged.stream ? await bridged.events.next() : undefined;
+      if (!this.reached && this.unreachable !== undefined) {
+        this.forwarder.failed(ctx, this.agent, endpoint, this.startedAt, this.unreachable);
+        return;
+      }
+      ctx.status = 200;
+      const res = ctx.res as ServerResponse;
+      if (!bridged.stream) {
+        const json = JSON.stringify(bridged.body);
+        res.writeHead(200, downstreamResponseHeaders(ctx, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(json))]) as unknown as Record<string, string>);
+        res.end(json);
+      } else {
+        res.writeHead(200, downstreamResponseHeaders(ctx, ['content-type', 'text/event-stream', 'cache-control', 'no-cache']) as unknown as Record<string, string>);
+        for (let event = first!; !event.done; event = await bridged.events.next()) {
+          if (!res.write(`data: ${JSON.stringify(event.value)}\n\n`)) {
+            await new Promise((resolve) => {
+              res.once('drain', resolve);
+              res.once('close', resolve);
+            });
+          }
+          if (ctx.finished || res.destroyed) {
+            // The caller went away: so does the agent's stream.
+            this.abort.abort(new Error('the caller went away'));
+            await bridged.events.return(undefined);
+            break;
+          }
+        }
+        res.end();
+      }
+      endpoint.inflight--;
+      this.forwarder.succeeded(endpoint);
+    } catch (err) {
+      if (ctx.res.headersSent) {
+        endpoint.inflight--;
+        ctx.res.destroy(err as Error);
+      } else this.forwarder.failed(ctx, this.agent, endpoint, this.startedAt, err);
+    } finally {
+      clearTimeout(this.firstByte);
+      clearTimeout(this.idle);
+    }
+  }
+
+  private readonly fetch = (async (url: string, init: RequestInit) => {
+    const headers: [string, string][] = [];
+    const passed = this.passed;
+    for (let i = 0; i < passed.length; i += 2) if (!BRIDGE_SETS.has(passed[i]!)) headers.push([passed[i]!, passed[i + 1]!]);
+    for (const [name, value] of new Headers(init.headers)) headers.push([name, value]);
+    try {
+      const res = await undiciFetch(url, { method: init.method ?? 'POST', headers, body: init.body as string, dispatcher: this.pool, signal: this.abort.signal });
+      this.reached = true;
+      clearTimeout(this.firstByte);
+      this.touch();
+      this.forwarder.answered(this.agent, this.endpoint, res.status, performance.now() - this.startedAt, res.headers.get(LOAD_HEADER) ?? res.headers.get(ORCA_HEADER) ?? undefined);
+      // What the SDK buffers is bounded: a whole JSON answer, or each line of an event stream.
+      const stream = (res.headers.get('content-type') ?? '').startsWith('text/event-stream');
+      if (!res.body) return res;
+      return new Response(res.body.pipeThrough(byteCap(this.maxBytes, stream, this.touch)) as ReadableStream, { status: res.status, headers: res.headers as unknown as Headers });
+    } catch (err) {
+      clearTimeout(this.firstByte);
+      // undici's fetch wraps the socket's error (ECONNREFUSED, ...) as the cause of a TypeError.
+      this.unreachable = this.abort.signal.aborted ? this.abort.signal.reason : ((err as { cause?: unknown }).cause ?? err);
+      throw err;
+    }
+  }) as unknown as typeof fetch;
+
+  /** The agent sent something: the idle timer starts over. */
+  private readonly touch = () => {
+    if (this.idle) this.idle.refresh();
+    else this.idle = setTimeout(() => this.abort.abort(new UpstreamTimeout('idle')), this.timeouts.idleMs).unref();
+  };
 }
 
 async function* prefixed(chunks: Buffer[], rest: Readable): AsyncGenerator<Buffer> {
