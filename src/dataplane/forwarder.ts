@@ -16,6 +16,7 @@ import type { RequestContext } from './context.js';
 import { GatewayError, errors } from './errors.js';
 import { downstreamFromHttp2, downstreamResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { sendError } from './respond.js';
+import { pathOnly } from './stages.js';
 
 export interface ForwarderOptions {
   registry: RegistryView;
@@ -483,9 +484,7 @@ function byteCap(max: number, perLine: boolean, progress: () => void): Transform
 
 /** Whether the agent's interfaces at the call's path speak only the other A2A version (one URL may serve both). */
 function bridged(ctx: RequestContext, agent: AgentRuntime): boolean {
-  const rest = ctx.target!.rest;
-  const query = rest.indexOf('?');
-  const path = query < 0 ? rest : rest.slice(0, query);
+  const path = pathOnly(ctx.target!.rest);
   let other = false;
   for (const spoken of agent.a2aInterfaces) {
     if (spoken.path !== path) continue;

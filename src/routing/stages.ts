@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { readBody } from '../dataplane/body.js';
-import { normalizeRest } from '../dataplane/stages.js';
+import { normalizeRest, pathOnly } from '../dataplane/stages.js';
 import type { RequestContext } from '../dataplane/context.js';
 import { GatewayError, errors } from '../dataplane/errors.js';
 import { STOP, type Stage } from '../dataplane/pipeline.js';
@@ -71,11 +71,6 @@ function splitTenant(url: string, prefix: string): Address | undefined {
   const rest = url.slice(tenantEnd);
   return { tenant, rest: rest.startsWith('/') ? rest : '/' + rest, base: prefix + tenant };
 }
-
-const pathOf = (rest: string) => {
-  const q = rest.indexOf('?');
-  return q < 0 ? rest : rest.slice(0, q);
-};
 
 function parseTags(value: string): string[] {
   const tags = value
@@ -194,7 +189,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
   };
 
   const routeByTags = (ctx: RequestContext, address: Address, tags: string[], rest: string): undefined => {
-    const path = pathOf(rest);
+    const path = pathOnly(rest);
     const policy = deps.policyFor(ctx);
     const eligible: Eligibility = (agent) => policy.check(agent, path);
     const result = router.route(address.tenant, { tags }, eligible, { key: `${policy.context}\npath ${path}`, callerTenant: policy.callerTenant });
@@ -209,7 +204,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
   const routeByJsonField = (ctx: RequestContext, address: Address, pointer: string): Promise<void> => {
     const limit = config().intent.maxBodyBytes;
     const rest = normalizeRest(address.rest);
-    const path = pathOf(rest);
+    const path = pathOnly(rest);
     return readBody(ctx, limit).then((body) => {
       if (!body.complete) throw errors.bodyTooLarge(limit);
       let document: unknown;
@@ -321,7 +316,7 @@ export function capabilityRouteStage(deps: CapabilityRoutingDeps): Stage {
 
   const tenantRequest = (ctx: RequestContext, address: Address): undefined | typeof STOP | Promise<void> => {
     tenantOrThrow(address.tenant);
-    const path = pathOf(address.rest);
+    const path = pathOnly(address.rest);
     const method = ctx.req.method;
     if ((method === 'GET' || method === 'HEAD') && (CARD_PATHS as readonly string[]).includes(path)) {
       return serveCard(ctx, address, path === CARD_PATHS[1]);

@@ -72,6 +72,8 @@ export class ContextVerdicts {
   private readonly reasons = new Map<number, string | undefined>();
 
   constructor(
+    /** Its key in VerdictCache.contexts. */
+    readonly key: string,
     public stamp: number,
     readonly tenant: TenantVerdicts,
   ) {}
@@ -153,12 +155,12 @@ export class VerdictCache {
     const key = `${tenant}\n${context.key}`;
     let verdicts = this.contexts.get(key);
     if (!verdicts) {
-      verdicts = new ContextVerdicts(stamp, state);
+      verdicts = new ContextVerdicts(key, stamp, state);
       this.contexts.set(key, verdicts);
       state.contexts.add(verdicts);
       if (this.contexts.size > MAX_CONTEXTS) {
-        const [oldestKey, oldest] = this.contexts.entries().next().value!;
-        this.contexts.delete(oldestKey);
+        const oldest = this.contexts.values().next().value!;
+        this.contexts.delete(oldest.key);
         oldest.tenant.contexts.delete(oldest);
       }
     } else if (verdicts.stamp !== stamp) verdicts.reset(stamp);
@@ -167,9 +169,10 @@ export class VerdictCache {
 
   /** Forgets a removed tenant's verdicts (they would be dropped as stale anyway; this frees them now). */
   removeTenant(tenant: string): void {
+    const state = this.tenants.get(tenant);
+    if (!state) return;
     this.tenants.delete(tenant);
-    const prefix = `${tenant}\n`;
-    for (const key of this.contexts.keys()) if (key.startsWith(prefix)) this.contexts.delete(key);
+    for (const verdicts of state.contexts) this.contexts.delete(verdicts.key);
   }
 
   /** How many contexts keep verdicts (for tests and diagnostics). */
